@@ -1,0 +1,132 @@
+"""A project-written NLI task with gold labels and step-by-step thoughts.
+
+Small, exact and learnable: quantifier syllogisms, negation, set membership, ordering and
+conjunction, each with an entailed and a non-entailed hypothesis. People's names are split between
+the splits, so the test split cannot be solved by remembering names seen in training.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+
+NAMES = """Ada Alan Alma Amir Anna Arlo Asha Ayla Basil Bea Boris Bruno Carla Cyrus Dara Dante Delia Dev
+Edda Egon Elif Emil Enzo Esme Ezra Fay Felix Fern Flora Gael Gemma Gus Hana Hugo Ida Igor Ines Ivo Jade
+Jana Joel Juno Kai Kara Kofi Lars Lea Leon Lina Lotte Luca Mabel Malik Mara Milo Mina Nadia Nico Nils
+Noor Oda Omar Oona Orla Otis Pia Pablo Quinn Rafa Rhea Rosa Rui Sami Sara Selma Silas Sofi Tara Teo
+Theo Tove Uma Uri Vera Vito Wren Yara Yuki Zara Zeno Zoe""".split()
+
+KINDS = [  # (singular, plural)
+    ("baker", "bakers"), ("pilot", "pilots"), ("farmer", "farmers"), ("poet", "poets"),
+    ("doctor", "doctors"), ("sailor", "sailors"), ("painter", "painters"), ("teacher", "teachers"),
+    ("singer", "singers"), ("miner", "miners"), ("judge", "judges"), ("chef", "chefs"),
+]
+TRAITS = ["brave", "calm", "clever", "honest", "patient", "tall", "quiet", "kind", "strong", "careful"]
+SKILLS = ["swim", "fly", "sing", "drive", "cook", "read maps", "ride horses", "play chess", "speak Greek"]
+GROUPS = ["choir", "team", "club", "band", "crew", "committee", "jury", "panel"]
+PLACES = ["Paris", "Rome", "Oslo", "Lima", "Cairo", "Kyoto", "Quito", "Dublin", "Hanoi", "Tunis", "Lagos", "Riga"]
+RELATIONS = ["older", "taller", "faster", "richer", "younger", "shorter"]
+
+SPLIT_FRACTIONS = {"train": 0.7, "dev": 0.1, "test": 0.2}
+
+
+def _article(word: str) -> str:
+    return "an" if word[0].lower() in "aeiou" else "a"
+
+
+def syllogism(rng: random.Random, names: list[str], entailed: bool) -> tuple[str, str, str]:
+    name = rng.choice(names)
+    (kind, kinds), trait = rng.choice(KINDS), rng.choice(TRAITS)
+    other = rng.choice([t for t in TRAITS if t != trait])
+    premise = f"All {kinds} are {trait}. {name} is {_article(kind)} {kind}."
+    if entailed:
+        hypothesis = f"{name} is {trait}."
+        step3 = f"The hypothesis says {name} is {trait}, which follows."
+    else:
+        hypothesis = f"{name} is {other}."
+        step3 = f"The hypothesis says {name} is {other}, but nothing in the premise says so."
+    thought = (f"Step 1: Every {kind} is {trait}, and {name} is {_article(kind)} {kind}. "
+               f"Step 2: So {name} is {trait}. Step 3: {step3}")
+    return premise, hypothesis, thought
+
+
+def negation(rng: random.Random, names: list[str], entailed: bool) -> tuple[str, str, str]:
+    name = rng.choice(names)
+    (kind, kinds), skill = rng.choice(KINDS), rng.choice(SKILLS)
+    premise = f"No {kinds} can {skill}. {name} is {_article(kind)} {kind}."
+    hypothesis = f"{name} cannot {skill}." if entailed else f"{name} can {skill}."
+    step3 = ("The hypothesis says the same, so it follows." if entailed
+             else f"The hypothesis says {name} can {skill}, which contradicts the premise.")
+    thought = (f"Step 1: No {kind} can {skill}, and {name} is {_article(kind)} {kind}. "
+               f"Step 2: So {name} cannot {skill}. Step 3: {step3}")
+    return premise, hypothesis, thought
+
+
+def membership(rng: random.Random, names: list[str], entailed: bool) -> tuple[str, str, str]:
+    members = rng.sample(names, 4)
+    group, outsider = rng.choice(GROUPS), members.pop()
+    member = rng.choice(members) if entailed else outsider
+    premise = f"The {group} has three members: {members[0]}, {members[1]} and {members[2]}."
+    hypothesis = f"{member} is in the {group}."
+    verdict = ("is one of them, so the hypothesis follows." if entailed
+               else "is not one of them, so the hypothesis does not follow.")
+    thought = (f"Step 1: The members of the {group} are {members[0]}, {members[1]} and {members[2]}. "
+               f"Step 2: The hypothesis is about {member}. Step 3: {member} {verdict}")
+    return premise, hypothesis, thought
+
+
+def ordering(rng: random.Random, names: list[str], entailed: bool) -> tuple[str, str, str]:
+    a, b, c = rng.sample(names, 3)
+    rel = rng.choice(RELATIONS)
+    premise = f"{a} is {rel} than {b}. {b} is {rel} than {c}."
+    first, second = (a, c) if entailed else (c, a)
+    hypothesis = f"{first} is {rel} than {second}."
+    verdict = "matches this order, so it follows." if entailed else "reverses this order, so it does not follow."
+    thought = (f"Step 1: {a} is {rel} than {b}, and {b} is {rel} than {c}. "
+               f"Step 2: So {a} is {rel} than {c}. Step 3: The hypothesis {verdict}")
+    return premise, hypothesis, thought
+
+
+def conjunction(rng: random.Random, names: list[str], entailed: bool) -> tuple[str, str, str]:
+    name = rng.choice(names)
+    x, y, z = rng.sample(PLACES, 3)
+    premise = f"{name} visited {x} and {y}."
+    place = rng.choice([x, y]) if entailed else z
+    hypothesis = f"{name} visited {place}."
+    verdict = ("is one of them, so the hypothesis follows." if entailed
+               else "is not mentioned, so the hypothesis does not follow.")
+    thought = (f"Step 1: {name} visited exactly two places, {x} and {y}. "
+               f"Step 2: The hypothesis is about {place}. Step 3: {place} {verdict}")
+    return premise, hypothesis, thought
+
+
+FAMILIES: dict[str, Callable[[random.Random, list[str], bool], tuple[str, str, str]]] = {
+    "syllogism": syllogism, "negation": negation, "membership": membership,
+    "ordering": ordering, "conjunction": conjunction,
+}
+
+
+def split_names(seed: int = 0) -> dict[str, list[str]]:
+    """Disjoint name pools per split."""
+    names = sorted(NAMES)
+    random.Random(seed).shuffle(names)
+    out, start = {}, 0
+    for split, frac in SPLIT_FRACTIONS.items():
+        n = max(4, round(frac * len(names)))
+        out[split] = names[start : start + n]
+        start += n
+    return out
+
+
+def generate(split: str, n: int, seed: int = 0) -> Iterator[dict]:
+    """``n`` balanced rows for ``split`` (train/dev/test); same seed, same rows."""
+    if split not in SPLIT_FRACTIONS:
+        raise ValueError(f"unknown split {split!r}; choose from {list(SPLIT_FRACTIONS)}")
+    names = split_names(seed)[split]
+    rng = random.Random(f"{seed}:{split}")
+    families = list(FAMILIES)
+    for i in range(n):
+        family, entailed = families[i % len(families)], (i // len(families)) % 2 == 0
+        premise, hypothesis, thought = FAMILIES[family](rng, names, entailed)
+        yield {"id": f"{split}-{i}", "family": family, "premise": premise, "hypothesis": hypothesis,
+               "label": int(entailed), "thought_process": thought}

@@ -1,0 +1,52 @@
+"""The ``cotharness`` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Teach open LLMs to reason before they answer, and prove it with lm-eval.")
+
+
+@app.command("tiny-model")
+def tiny_model(
+    out: Annotated[Path, typer.Option(help="Directory to write the model and tokenizer to.")],
+    hidden_size: Annotated[int, typer.Option(help="Model width.")] = 64,
+    layers: Annotated[int, typer.Option(help="Number of transformer layers.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed for the tokenizer corpus and the weights.")] = 0,
+):
+    """Build the embedded default model: a tiny Mistral-architecture LM + BPE tokenizer, offline."""
+    from trainer.tiny_model import build
+
+    path = build(out, hidden_size=hidden_size, layers=layers, intermediate_size=3 * hidden_size, seed=seed)
+    typer.echo(f"tiny model written to {path}")
+
+
+@app.command("eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                        "help_option_names": []})
+def eval_(ctx: typer.Context):
+    """lm_eval with this project's tasks and load_in_4bit=True working; takes any lm_eval arguments.
+
+    Example: cotharness eval --tasks nli_cot --model_args pretrained=DIR,peft=ADAPTER,load_in_4bit=True
+    """
+    from harness_tasks.run_eval import main
+
+    raise typer.Exit(main(list(ctx.args)))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where lm-eval results go.")] = Path("results/demo"),
+    limit: Annotated[int, typer.Option(help="Evaluate only the first N documents (0 = all).")] = 0,
+):
+    """Run the pipeline on the embedded tiny model (CPU, no API key) and print the metrics."""
+    from harness_tasks.demo import run
+
+    raise typer.Exit(run(out_dir=out, limit=limit or None))
+
+
+def main():
+    app()

@@ -1,0 +1,78 @@
+"""``cotharness eval``: lm-eval's own CLI with this project's tasks and 4-bit loading preset.
+
+Differences from plain ``lm_eval`` (everything else is passed through untouched):
+- ``harness_tasks/`` is always on the task search path (in addition to any ``--include_path``);
+- ``--model hf`` (lm-eval's default) becomes ``hf-cot``, which accepts ``load_in_4bit=True`` and
+  ``bnb_4bit_*`` on transformers 5;
+- with ``--output_path``, samples are logged and each CoT task's predictions are also written as
+  ``predictions_<task>_<timestamp>.csv`` (id, predicted label, how it was parsed, gold if known).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+from harness_tasks.cot_json import filtered_answer
+
+TASKS_DIR = Path(__file__).resolve().parent
+HF_ALIASES = {"hf", "hf-auto", "huggingface"}
+
+
+def main(argv: list[str]) -> int:
+    from lm_eval._cli import HarnessCLI
+    from lm_eval.utils import setup_logging
+
+    from harness_tasks import hf_model
+
+    setup_logging()
+    cli = HarnessCLI()
+    if not argv or argv[0] not in ("run", "ls", "validate"):
+        argv = ["run", *argv]  # like lm_eval's legacy form, and `cotharness eval --help` shows run's help
+    sys.argv = ["lm_eval", *argv]  # HarnessCLI reads sys.argv
+    args = cli.parse_args()
+    args.include_path = [p for p in (getattr(args, "include_path", None), str(TASKS_DIR)) if p]
+    if args.command != "run":
+        cli.execute(args)
+        return 0
+    if args.model in HF_ALIASES or (args.model is None and not getattr(args, "config", None)):
+        args.model = hf_model.NAME  # lm-eval's default model is hf
+    if args.output_path:
+        args.log_samples = True
+    before = _samples(args.output_path)
+    cli.execute(args)
+    for samples in sorted(_samples(args.output_path) - before):
+        out = write_predictions(samples)
+        if out:
+            print(f"predictions: {out}")
+    return 0
+
+
+def _samples(output_path: str | None) -> set[Path]:
+    return set(Path(output_path).rglob("samples_*.jsonl")) if output_path else set()
+
+
+def write_predictions(samples: Path) -> Path | None:
+    """CSV of one task's predictions from lm-eval's samples file; None if not a CoT-JSON task."""
+    rows = []
+    with samples.open(encoding="utf-8") as f:
+        for line in f:
+            sample = json.loads(line)
+            resp = (sample.get("filtered_resps") or [None])[0]
+            try:
+                answer = filtered_answer(resp)
+            except (TypeError, ValueError):
+                return None  # not produced by our CoT filter (e.g. a log-likelihood task)
+            doc = sample["doc"]
+            rows.append({"id": doc.get("id", sample["doc_id"]), "predicted_label": answer["label"],
+                         "parse_method": answer["method"], "label": doc.get("label")})
+    out = samples.with_name(samples.name.replace("samples_", "predictions_", 1)).with_suffix(".csv")
+    tmp = out.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "predicted_label", "parse_method", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,49 @@
+"""A CoT task as the rest of the project sees it: template + input fields + answer schema.
+
+Each task folder's ``utils.py`` defines ``TASK = TaskSpec(...)``; lm-eval's ``doc_to_text``, the SFT
+formatter and datagen all go through :meth:`TaskSpec.prompt` and :meth:`TaskSpec.answer`, so
+what a model is trained on and evaluated on is the same text.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import prompts
+from harness_tasks.schema import AnswerSchema
+
+TASKS_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    template: str
+    fields: tuple[str, ...]
+    schema: AnswerSchema
+
+    def prompt(self, row: dict) -> str:
+        """The full model input (instruction-wrapped), identical for training and evaluation."""
+        missing = [f for f in self.fields if f not in row]
+        if missing:
+            raise KeyError(f"task {self.name}: row lacks field(s) {missing}")
+        return prompts.instruction_prompt(self.template, **{f: row[f] for f in self.fields},
+                                          **self.schema.template_fields())
+
+    def answer(self, thought: str, label) -> str:
+        """The target answer text: reasoning first, then the label (no EOS; the trainer adds it)."""
+        if self.schema.to_label(label) is None:
+            raise ValueError(f"task {self.name}: {label!r} is not a label of {list(self.schema.labels)}")
+        return json.dumps({self.schema.thought_key: thought, self.schema.label_key: self.schema.to_label(label)},
+                          ensure_ascii=False)
+
+
+def get_task(name: str) -> TaskSpec:
+    """The TaskSpec of ``harness_tasks/<name>/utils.py``."""
+    if not (TASKS_DIR / name / "utils.py").is_file():
+        known = sorted(p.parent.name for p in TASKS_DIR.glob("*/utils.py"))
+        raise KeyError(f"unknown task {name!r}; known: {known}")
+    return importlib.import_module(f"harness_tasks.{name}.utils").TASK
