@@ -26,17 +26,18 @@ def results_of(out_dir: Path) -> dict:
 COT_METRICS = {"acc", "f1_macro", "precision", "recall", "f1", "acc_entailment", "acc_no_entailment", "parse_fail"}
 
 
-def test_plain_lm_eval_bf16(tiny_model, tmp_path):
-    """The documented plain command, from the repo root, with real NLI-style data from a CSV."""
+def test_plain_lm_eval_bf16_with_peft(tiny_model, lora_adapter, tmp_path):
+    """The documented plain command, from the repo root, with NLI data from a CSV."""
     data = tmp_path / "dev.csv"
     data.write_text("premise,hypothesis,label\nA man walks.,A person walks.,1\nA dog runs.,A cat sleeps.,0\n"
                     "It rains.,The street is dry.,0\n", encoding="utf-8")
     out = tmp_path / "out"
     run([BIN / "lm_eval", "--include_path", "harness_tasks", "--tasks", "nli_cot,nli_direct", "--model", "hf",
-         "--model_args", f"pretrained={tiny_model},dtype=bfloat16", "--device", "cpu", "--batch_size", "2",
+         "--model_args", f"pretrained={tiny_model},peft={lora_adapter},dtype=bfloat16", "--device", "cpu", "--batch_size", "2",
          "--gen_kwargs", "max_gen_toks=24", "--metadata", json.dumps({"test_file": str(data)}),
          "--output_path", str(out), "--log_samples"])
     res = results_of(out)
+    assert res["config"]["model_args"]["peft"] == str(lora_adapter)
     cot = {k.split(",")[0] for k in res["results"]["nli_cot"] if k.endswith(",cot_json") and "_stderr" not in k}
     assert cot == COT_METRICS
     assert res["n-samples"]["nli_cot"]["effective"] == 3
@@ -50,8 +51,7 @@ def test_cotharness_eval_4bit_with_peft(tiny_model, lora_adapter, tmp_path):
     """Run from another directory: the tasks are found without --include_path."""
     out = tmp_path / "out"
     proc = run([BIN / "cotharness", "eval", "--tasks", "nli_cot",
-                "--model_args", f"pretrained={tiny_model},peft={lora_adapter},load_in_4bit=True,"
-                                "bnb_4bit_compute_dtype=float32",
+                "--model_args", f"pretrained={tiny_model},peft={lora_adapter},load_in_4bit=True",
                 "--device", "cpu", "--batch_size", "auto", "--limit", "6", "--gen_kwargs", "max_gen_toks=16",
                 "--output_path", str(out)], cwd=tmp_path)
     res = results_of(out)
