@@ -48,5 +48,15 @@ def demo(
     raise typer.Exit(run(out_dir=out, limit=limit or None))
 
 
+def _register_trainer_commands():
+    from trainer import cli as trainer_cli
+
+    app.command("train")(trainer_cli.train)
+    app.command("merge")(trainer_cli.merge)
+
+
+_register_trainer_commands()
+
+
 def main():
     app()

@@ -58,7 +58,8 @@ def build_tokenizer(vocab_size: int = 2048, seed: int = 0):
 
 
 def build(out: str | Path, *, hidden_size: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
-          intermediate_size: int = 192, vocab_size: int = 2048, max_positions: int = 2048, seed: int = 0) -> Path:
+          intermediate_size: int = 192, vocab_size: int = 2048, max_positions: int = 2048, init_std: float = 0.1,
+          seed: int = 0) -> Path:
     """Write tokenizer + randomly initialised MistralForCausalLM to ``out``; same args, same files."""
     import torch
     from transformers import MistralConfig, MistralForCausalLM
@@ -71,6 +72,9 @@ def build(out: str | Path, *, hidden_size: int = 64, layers: int = 2, heads: int
         max_position_embeddings=max_positions, rope_theta=10000.0, sliding_window=None,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+        # Wider than Mistral's 0.02: at 0.02 a 64-wide random model's logits are nearly constant and
+        # LoRA alone cannot sharpen them, so fine-tuning the tiny model would show almost nothing.
+        initializer_range=init_std,
     )
     torch.manual_seed(seed)
     model = MistralForCausalLM(config).to(torch.float32)

@@ -1,0 +1,71 @@
+"""Task rows -> TRL prompt/completion rows, with token-length checks.
+
+The prompt is the task's own template (``TaskSpec.prompt``: byte-identical to what lm-eval sends
+at evaluation) and the completion is the JSON answer followed by EOS. Rows longer than
+``max_length`` are dropped or refused, never truncated: truncation would cut the EOS off and teach
+the model not to stop.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness_tasks.data_files import DataFileError, read_rows
+from harness_tasks.tasks import TaskSpec
+
+
+def sft_rows(path: str | Path, task: TaskSpec, eos_token: str, label_column: str = "label",
+             thought_column: str = "thought_process") -> list[dict]:
+    """``[{"prompt", "completion"}]`` from a CSV/JSONL of task rows with a thought and a gold label."""
+    path = Path(path)
+    out = []
+    for lineno, row in read_rows(path):
+        where = f"{path}:{lineno}"
+        missing = [c for c in (*task.fields, thought_column, label_column) if c not in row]
+        if missing:
+            raise DataFileError(f"{where}: missing column(s) {missing}; found {sorted(row)}")
+        thought, label = row[thought_column], task.schema.to_label(row[label_column])
+        if not isinstance(thought, str) or not thought.strip():
+            raise DataFileError(f"{where}: {thought_column!r} is empty")
+        if label is None:
+            raise DataFileError(f"{where}: {label_column}={row[label_column]!r} is not one of "
+                                f"{list(task.schema.labels)}")
+        out.append({"prompt": task.prompt(row), "completion": task.answer(thought, label) + eos_token})
+    if not out:
+        raise DataFileError(f"{path}: no rows")
+    return out
+
+
+@dataclass
+class LengthReport:
+    path: str
+    rows: int
+    max_length: int
+    over: list[int]  # indices of rows longer than max_length
+    lengths: list[int]
+
+    def summary(self) -> dict:
+        ls = sorted(self.lengths)
+        return {"rows": self.rows, "max_length": self.max_length, "over_max_length": len(self.over),
+                "tokens_min": ls[0], "tokens_median": statistics.median(ls),
+                "tokens_p95": ls[min(len(ls) - 1, int(0.95 * len(ls)))], "tokens_max": ls[-1]}
+
+
+def check_lengths(rows: list[dict], tokenizer, max_length: int, path: str) -> LengthReport:
+    """Token count of prompt + completion as TRL will tokenize it (BOS from the tokenizer, EOS in the text)."""
+    lengths = [len(ids) for ids in tokenizer([r["prompt"] + r["completion"] for r in rows]).input_ids]
+    return LengthReport(str(path), len(rows), max_length, [i for i, n in enumerate(lengths) if n > max_length],
+                        lengths)
+
+
+def apply_length_policy(rows: list[dict], report: LengthReport, policy: str) -> list[dict]:
+    if not report.over:
+        return rows
+    if policy == "fail":
+        raise DataFileError(
+            f"{report.path}: {len(report.over)} of {report.rows} rows exceed data.max_length={report.max_length} "
+            f"tokens (longest {max(report.lengths)}); raise data.max_length or set data.overlong=drop")
+    drop = set(report.over)
+    return [r for i, r in enumerate(rows) if i not in drop]

@@ -1,0 +1,170 @@
+"""QLoRA supervised fine-tuning: the config handed to TRL's SFTTrainer, plus the run directory.
+
+Single process: ``cotharness train --config ...``; data parallel: ``accelerate launch -m trainer ...``
+(each process loads its own 4-bit copy on its own GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from harness_tasks.data_files import DataFileError
+from harness_tasks.tasks import get_task
+from trainer import manifest, model_card
+from trainer.config import TrainConfig
+from trainer.data import apply_length_policy, check_lengths, sft_rows
+
+console = Console(stderr=True)
+RUN_FILE = "run.json"
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest checkpoint that was written completely (a kill can interrupt a save)."""
+    done = [p for p in output_dir.glob("checkpoint-*")
+            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def _check_output_dir(output_dir: Path, resume: bool) -> Path | None:
+    checkpoint = latest_checkpoint(output_dir) if output_dir.is_dir() else None
+    if resume:
+        if checkpoint is None:
+            console.print(f"[yellow]--resume: no complete checkpoint in {output_dir}; starting from scratch")
+        return checkpoint
+    if checkpoint is not None or (output_dir / RUN_FILE).is_file():
+        raise FileExistsError(f"{output_dir} already holds a run; pass --resume to continue it, "
+                              "or choose another --output-dir")
+    return None
+
+
+def _sft_config(cfg: TrainConfig, has_eval: bool):
+    from trl import SFTConfig
+
+    args = dict(cfg.training)
+    if not has_eval:  # nothing to evaluate, select or stop on
+        args.update(eval_strategy="no", load_best_model_at_end=False)
+        args.pop("metric_for_best_model", None)
+    return SFTConfig(output_dir=cfg.output_dir, max_length=cfg.data.max_length, completion_only_loss=True, **args)
+
+
+def _length_table(reports) -> Table:
+    table = Table(title="SFT data (tokens: prompt + answer + EOS)")
+    for col in ("file", "rows", "median", "p95", "max", f"> max_length ({reports[0].max_length})"):
+        table.add_column(col)
+    for r in reports:
+        s = r.summary()
+        table.add_row(r.path, str(s["rows"]), str(s["tokens_median"]), str(s["tokens_p95"]), str(s["tokens_max"]),
+                      str(s["over_max_length"]))
+    return table
+
+
+@dataclass
+class Prepared:
+    trainer: object  # trl.SFTTrainer
+    checkpoint: Path | None
+    reports: list
+    has_eval: bool
+
+
+def prepare(cfg: TrainConfig, resume: bool = False) -> Prepared:
+    """Data, model and the configured SFTTrainer; nothing is trained or written yet."""
+    from accelerate import PartialState
+    from datasets import Dataset
+    from transformers import EarlyStoppingCallback
+    from trl import SFTTrainer
+
+    from trainer.model import load_model, load_tokenizer, lora_config
+
+    state = PartialState()
+    if not cfg.data.train_file:
+        raise DataFileError("no training data: set data.train_file or pass --train-file")
+    checkpoint = _check_output_dir(Path(cfg.output_dir), resume)
+    task = get_task(cfg.data.task)
+    tokenizer = load_tokenizer(cfg.model)
+
+    splits, reports = {}, []
+    for split, path in (("train", cfg.data.train_file), ("eval", cfg.data.eval_file)):
+        if not path:
+            continue
+        rows = sft_rows(path, task, tokenizer.eos_token, cfg.data.label_column, cfg.data.thought_column)
+        report = check_lengths(rows, tokenizer, cfg.data.max_length, path)
+        splits[split] = Dataset.from_list(apply_length_policy(rows, report, cfg.data.overlong))
+        reports.append(report)
+    has_eval = "eval" in splits
+    if state.is_main_process:
+        console.print(_length_table(reports))
+        if any(r.over for r in reports):
+            console.print(f"[yellow]dropped rows longer than data.max_length={cfg.data.max_length} "
+                          "(set data.overlong=fail to refuse instead)")
+        if not has_eval:
+            console.print("[yellow]no eval file: no eval loss, no best-checkpoint selection, no early stopping")
+
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(cfg.output_dir) / "logs")  # logs live in the run dir
+    args = _sft_config(cfg, has_eval)
+    callbacks = []
+    if has_eval and cfg.early_stopping_patience and args.load_best_model_at_end:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    trainer = SFTTrainer(model=load_model(cfg.model, tokenizer), args=args, train_dataset=splits["train"],
+                         eval_dataset=splits.get("eval"), processing_class=tokenizer,
+                         peft_config=lora_config(cfg.lora), callbacks=callbacks)
+    return Prepared(trainer, checkpoint, reports, has_eval)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    from accelerate import PartialState
+
+    state = PartialState()
+    run = prepare(cfg, resume)
+    trainer, output_dir = run.trainer, Path(cfg.output_dir)
+    started = time.time()
+    record = _record(cfg, run.reports, status="running", world_size=state.num_processes,
+                     resumed_from=str(run.checkpoint) if run.checkpoint else None)
+    state.wait_for_everyone()  # every process has checked the output dir before run.json appears in it
+    if state.is_main_process:
+        _write_json(output_dir / RUN_FILE, record)
+    result = trainer.train(resume_from_checkpoint=str(run.checkpoint) if run.checkpoint else None)
+    eval_metrics = trainer.evaluate() if run.has_eval else {}
+    trainer.save_model(str(output_dir))  # the adapter (the best checkpoint's, when selecting on eval loss)
+    if state.is_main_process:
+        record.update(status="complete", train_seconds=round(time.time() - started, 1),
+                      global_step=trainer.state.global_step, train_metrics=result.metrics,
+                      eval_metrics=eval_metrics, best_checkpoint=trainer.state.best_model_checkpoint)
+        _write_json(output_dir / RUN_FILE, record)
+        (output_dir / "README.md").write_text(model_card.render(record), encoding="utf-8")
+        console.print(f"[green]run written to {output_dir}")
+    state.wait_for_everyone()
+    return output_dir
+
+
+def _record(cfg: TrainConfig, reports, **extra) -> dict:
+    import prompts
+
+    task = get_task(cfg.data.task)
+    data = {r.path: {"sha256": manifest.sha256_file(r.path), **r.summary()} for r in reports}
+    return {
+        "config": cfg.model_dump(),
+        "task": task.name,
+        "prompt_template": {"name": task.template, "sha256": prompts.template_hash(task.template)},
+        "data": data,
+        "seed": cfg.training.get("seed", 42),
+        "quantization": cfg.model.quantization,
+        "versions": manifest.package_versions(),
+        "git": manifest.git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write-then-rename: a killed process never leaves a half-written file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    tmp.replace(path)
