@@ -48,6 +48,21 @@ def demo(
     raise typer.Exit(run(out_dir=out, limit=limit or None))
 
 
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="lm-eval --output_path directories; the first is the base.")],
+    out: Annotated[Path, typer.Option(help="Where summary.{md,csv,json}, manifest.json and PNGs go.")],
+    names: Annotated[str | None, typer.Option(help="Comma-separated display names, one per run.")] = None,
+):
+    """Compare lm-eval runs on the same documents: CIs, deltas, McNemar, confusion matrices, plots."""
+    from harness_tasks.compare import compare as run
+    from harness_tasks.compare import print_table
+
+    report = run(runs, out, names=names.split(",") if names else None)
+    print_table(report["rows"])
+    typer.echo(f"report written to {out}/summary.md")
+
+
 def _register_trainer_commands():
     from trainer import cli as trainer_cli
 

@@ -47,3 +47,11 @@ def get_task(name: str) -> TaskSpec:
         known = sorted(p.parent.name for p in TASKS_DIR.glob("*/utils.py"))
         raise KeyError(f"unknown task {name!r}; known: {known}")
     return importlib.import_module(f"harness_tasks.{name}.utils").TASK
+
+
+def schema_for(lm_eval_task: str) -> AnswerSchema | None:
+    """The answer schema behind an lm-eval task name of this project (any YAML in a task folder)."""
+    for yaml_file in TASKS_DIR.glob(f"*/{lm_eval_task}.yaml"):
+        if (yaml_file.parent / "utils.py").is_file():
+            return get_task(yaml_file.parent.name).schema
+    return None

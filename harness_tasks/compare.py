@@ -1,0 +1,251 @@
+"""``cotharness compare``: several lm-eval runs on the same documents, side by side, with statistics.
+
+Reads each run's ``results_*.json`` and ``samples_<task>_*.jsonl`` (``--log_samples``), joins the
+models on the documents they share, and reports per task and metric: value with a 95% bootstrap CI,
+the delta against the first model (the base), a paired McNemar test on per-document correctness,
+parse-failure rate, mean generated tokens and wall time, per-class accuracy and confusion matrices.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness_tasks.tasks import schema_for
+from trainer import manifest
+
+UNPARSED = "unparsed"
+BOOTSTRAP = 10_000
+
+
+@dataclass
+class Run:
+    name: str
+    results: dict
+    samples: dict[str, dict[int, dict]] = field(default_factory=dict)  # task -> doc_id -> sample
+
+
+def load_run(path: Path, name: str | None = None) -> Run:
+    """The newest lm-eval results file under ``path`` and the samples written with it."""
+    found = sorted(path.rglob("results_*.json"), key=lambda p: p.name)
+    if not found:
+        raise FileNotFoundError(f"{path}: no lm-eval results_*.json (run lm_eval with --output_path {path})")
+    results_file = found[-1]
+    stamp = results_file.stem.removeprefix("results_")
+    results = json.loads(results_file.read_text())
+    run = Run(name or _model_name(results, path), results)
+    for task in results["results"]:
+        files = list(results_file.parent.glob(f"samples_{task}_{stamp}.jsonl"))
+        if not files:
+            raise FileNotFoundError(f"{results_file.parent}: no samples_{task}_{stamp}.jsonl; rerun with --log_samples")
+        run.samples[task] = {s["doc_id"]: s for s in map(json.loads, files[0].read_text().splitlines())}
+    return run
+
+
+def _model_name(results: dict, path: Path) -> str:
+    args = results.get("config", {}).get("model_args") or {}
+    if isinstance(args, dict) and args.get("peft"):
+        return Path(str(args["peft"])).name
+    return path.name
+
+
+def _labels_of(sample: dict) -> tuple:
+    """(gold, pred) as the task's process_results scored them (logged by lm-eval as f1_macro)."""
+    gold, pred = sample["f1_macro"]
+    return gold, pred
+
+
+def _tokens(runs: list[Run]):
+    """A tokenizer for counting generated tokens: the first run's model, if it can be loaded locally."""
+    try:
+        from transformers import AutoTokenizer
+
+        pretrained = runs[0].results["config"]["model_args"]["pretrained"]
+        tok = AutoTokenizer.from_pretrained(pretrained)
+        return lambda text: len(tok(text, add_special_tokens=False).input_ids)
+    except Exception:  # no local tokenizer (hub id offline, custom model): count words instead
+        return None
+
+
+def _bootstrap(stat, n: int, rng: np.random.Generator) -> tuple[float, float]:
+    idx = rng.integers(0, n, size=(BOOTSTRAP, n))
+    values = stat(idx)
+    values = values[~np.isnan(values)]
+    return (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))) if len(values) else (np.nan, np.nan)
+
+
+def _metric_stats(gold: np.ndarray, pred: np.ndarray, classes: list, rng) -> dict[str, tuple[float, float, float]]:
+    """metric -> (value, ci_low, ci_high); ``pred`` holds UNPARSED for parse failures."""
+    n = len(gold)
+    correct = (gold == pred).astype(float)
+    out = {"acc": (correct.mean(), *_bootstrap(lambda i: correct[i].mean(axis=1), n, rng))}
+
+    tp = {c: ((gold == c) & (pred == c)).astype(float) for c in classes}
+    pc = {c: (pred == c).astype(float) for c in classes}
+    gc = {c: (gold == c).astype(float) for c in classes}
+
+    def macro_f1(i):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1s = [np.nan_to_num(2 * tp[c][i].sum(1) / (pc[c][i].sum(1) + gc[c][i].sum(1))) for c in classes]
+        return np.mean(f1s, axis=0)
+
+    all_idx = np.arange(n)[None, :]
+    out["f1_macro"] = (float(macro_f1(all_idx)[0]), *_bootstrap(macro_f1, n, rng))
+    for c in classes:
+        def class_acc(i, c=c):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return tp[c][i].sum(1) / gc[c][i].sum(1)
+        if gc[c].sum():
+            out["acc_" + re.sub(r"\W+", "_", c.lower()).strip("_")] = (float(class_acc(all_idx)[0]), *_bootstrap(class_acc, n, rng))
+    failed = (pred == UNPARSED).astype(float)
+    out["parse_fail"] = (failed.mean(), *_bootstrap(lambda i: failed[i].mean(axis=1), n, rng))
+    return {k: tuple(float(x) for x in v) for k, v in out.items()}
+
+
+def _mcnemar(base_correct: np.ndarray, other_correct: np.ndarray) -> float:
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    b = int((base_correct & ~other_correct).sum())
+    c = int((~base_correct & other_correct).sum())
+    if b + c == 0:
+        return 1.0
+    return float(mcnemar([[0, b], [c, 0]], exact=b + c < 25).pvalue)
+
+
+def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, seed: int = 0) -> dict:
+    from harness_tasks import plots
+
+    if len(run_dirs) < 1:
+        raise ValueError("give at least one lm-eval output directory")
+    if names and len(names) != len(run_dirs):
+        raise ValueError(f"--names has {len(names)} names for {len(run_dirs)} runs")
+    runs = [load_run(Path(d), names[i] if names else None) for i, d in enumerate(run_dirs)]
+    if len({r.name for r in runs}) < len(runs):  # same adapter name twice: fall back to directories
+        for r, d in zip(runs, run_dirs, strict=True):
+            r.name = Path(d).name
+    tasks = [t for t in runs[0].samples if all(t in r.samples for r in runs)]
+    if not tasks:
+        raise ValueError("the runs share no task")
+    count_tokens = _tokens(runs)
+    rows, details = [], {}
+    for task in tasks:
+        shared = sorted(set.intersection(*(set(r.samples[task]) for r in runs)))
+        shared = [d for d in shared if runs[0].samples[task][d].get("f1_macro") is not None]
+        hashes = {d: runs[0].samples[task][d].get("doc_hash") for d in shared}
+        for r in runs[1:]:
+            if any(r.samples[task][d].get("doc_hash") != hashes[d] for d in shared):
+                raise ValueError(f"{task}: runs {runs[0].name} and {r.name} evaluated different documents")
+        if not shared:
+            continue  # unlabelled data: nothing to compare on
+        task_detail = {"documents": len(shared), "models": {}}
+        schema = schema_for(task)  # label names for display: "entailment" rather than "1"
+        display = {str(k): v for k, v in schema.labels.items()} if schema else {}
+        base_correct = None
+        for r in runs:
+            pairs = [_labels_of(r.samples[task][d]) for d in shared]
+            gold = np.array([display.get(str(g), str(g)) for g, _ in pairs], dtype=object)
+            pred = np.array([UNPARSED if p is None else display.get(str(p), str(p)) for _, p in pairs], dtype=object)
+            classes = sorted(set(gold))
+            stats = _metric_stats(gold, pred, classes, np.random.default_rng(seed))
+            correct = gold == pred
+            p_value = None if base_correct is None else _mcnemar(base_correct, correct)
+            base_correct = correct if base_correct is None else base_correct
+            resps = [r.samples[task][d]["resps"][0][0] for d in shared
+                     if isinstance(r.samples[task][d]["resps"][0][0], str)]
+            mean_tokens = (float(np.mean([count_tokens(t) for t in resps])) if resps and count_tokens else None)
+            for metric, (value, lo, hi) in stats.items():
+                base_value = details.get((task, metric))
+                rows.append({"model": r.name, "task": task, "metric": metric, "value": value, "ci_low": lo,
+                             "ci_high": hi, "delta_vs_base": None if base_value is None else value - base_value,
+                             "mcnemar_p": p_value if metric == "acc" else None, "n": len(shared)})
+                details.setdefault((task, metric), value)
+            labels = classes + ([UNPARSED] if (pred == UNPARSED).any() else [])
+            task_detail["models"][r.name] = {
+                "confusion": {"labels": labels,
+                              "matrix": [[int(((gold == g) & (pred == p)).sum()) for p in labels] for g in classes],
+                              "gold_labels": classes},
+                "mean_generated_tokens": mean_tokens,
+                "wall_seconds": float(r.results.get("total_evaluation_time_seconds") or 0) or None,
+            }
+        details[task] = task_detail
+    out.mkdir(parents=True, exist_ok=True)
+    task_details = {t: details[t] for t in tasks if t in details}
+    _write(out, rows, task_details, runs)
+    plots.confusion_matrices(task_details, out)
+    plots.grouped_bars(rows, out)
+    return {"rows": rows, "tasks": task_details}
+
+
+def _write(out: Path, rows: list[dict], tasks: dict, runs: list[Run]) -> None:
+    keep = ("model", "task", "metric", "value", "ci_low", "ci_high")
+    (out / "summary.json").write_text(json.dumps([{k: r[k] for k in keep} | {
+        "delta_vs_base": r["delta_vs_base"], "mcnemar_p": r["mcnemar_p"], "n": r["n"]} for r in rows], indent=2))
+    with (out / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(keep))
+        writer.writeheader()
+        writer.writerows(rows)
+    meta = {"runs": [{"name": r.name, "model_args": r.results.get("config", {}).get("model_args"),
+                      "lm_eval_version": r.results.get("lm_eval_version"), "date": r.results.get("date")}
+                     for r in runs],
+            "tasks": tasks, "versions": manifest.package_versions(), "git": manifest.git_commit(),
+            "bootstrap_resamples": BOOTSTRAP}
+    (out / "manifest.json").write_text(json.dumps(meta, indent=2, default=str))
+    (out / "summary.md").write_text(markdown(rows, tasks, meta))
+
+
+def _fmt(x, pct=True) -> str:
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "-"
+    return f"{100 * x:.1f}" if pct else f"{x:.3g}"
+
+
+def markdown(rows: list[dict], tasks: dict, meta: dict) -> str:
+    lines = ["# Comparison", ""]
+    for task, detail in tasks.items():
+        models = list(detail["models"])
+        metrics = list(dict.fromkeys(r["metric"] for r in rows if r["task"] == task))
+        lines += [f"## {task} ({detail['documents']} documents)", "",
+                  "Values in %, 95% bootstrap CI in brackets; delta vs the first model; McNemar p on accuracy.", "",
+                  "| model | " + " | ".join(metrics) + " | Δacc | McNemar p | gen. tokens | wall s |",
+                  "|---" * (len(metrics) + 5) + "|"]
+        for m in models:
+            by = {r["metric"]: r for r in rows if r["task"] == task and r["model"] == m}
+            cells = [f"{_fmt(by[k]['value'])} [{_fmt(by[k]['ci_low'])}, {_fmt(by[k]['ci_high'])}]" for k in metrics]
+            d = detail["models"][m]
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {_fmt(by['acc']['delta_vs_base'])} | "
+                         f"{_fmt(by['acc']['mcnemar_p'], pct=False)} | {_fmt(d['mean_generated_tokens'], False)} | "
+                         f"{_fmt(d['wall_seconds'], False)} |")
+        lines += ["", "Confusion matrices (rows: gold, columns: predicted):", ""]
+        for m in models:
+            conf = detail["models"][m]["confusion"]
+            lines += [f"{m}:", "", "| gold \\ pred | " + " | ".join(conf["labels"]) + " |",
+                      "|---" * (len(conf["labels"]) + 1) + "|"]
+            lines += [f"| {g} | " + " | ".join(map(str, row)) + " |"
+                      for g, row in zip(conf["gold_labels"], conf["matrix"], strict=True)]
+            lines.append("")
+        lines += [f"![{task}](bars_{task}.png)", ""]
+    git = meta["git"]
+    lines += ["---", f"cotharness {meta['versions'].get('cotharness')}, lm-eval {meta['versions'].get('lm_eval')}, "
+              f"transformers {meta['versions'].get('transformers')}, commit {git.get('commit')}"
+              f"{' (dirty)' if git.get('dirty') else ''}", ""]
+    return "\n".join(lines)
+
+
+def print_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="cotharness compare", width=max(110, Console().width))
+    for col in ("task", "model", "metric", "value %", "95% CI", "Δ vs base", "McNemar p"):
+        table.add_column(col)
+    for r in rows:
+        if r["metric"] in ("acc", "f1_macro", "parse_fail") or r["metric"].startswith("acc_"):
+            table.add_row(r["task"], r["model"], r["metric"], _fmt(r["value"]),
+                          f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]", _fmt(r["delta_vs_base"]),
+                          _fmt(r["mcnemar_p"], pct=False))
+    Console().print(table)

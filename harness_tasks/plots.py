@@ -1,0 +1,66 @@
+"""PNG plots for ``cotharness compare``: confusion matrices and grouped bars with 95% CIs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def confusion_matrices(tasks: dict, out: Path) -> list[Path]:
+    paths = []
+    for task, detail in tasks.items():
+        models = list(detail["models"])
+        fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models) + 0.6, 3.4), squeeze=False)
+        for ax, model in zip(axes[0], models, strict=True):
+            conf = detail["models"][model]["confusion"]
+            matrix = np.array(conf["matrix"])
+            ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(1, matrix.max()))
+            ax.set_xticks(range(len(conf["labels"])), conf["labels"])
+            ax.set_yticks(range(len(conf["gold_labels"])), conf["gold_labels"])
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("gold")
+            ax.set_title(model, fontsize=10)
+            for (i, j), v in np.ndenumerate(matrix):
+                ax.text(j, i, str(v), ha="center", va="center",
+                        color="white" if v > matrix.max() / 2 else "black")
+        fig.suptitle(f"{task}: confusion matrices ({detail['documents']} documents)")
+        fig.tight_layout()
+        path = out / f"confusion_{task}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def grouped_bars(rows: list[dict], out: Path) -> list[Path]:
+    """Per task: accuracy, macro-F1 and per-class accuracy for each model, with 95% CI whiskers."""
+    paths = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        task_rows = [r for r in rows if r["task"] == task]
+        metrics = [m for m in dict.fromkeys(r["metric"] for r in task_rows) if m != "parse_fail"]
+        models = list(dict.fromkeys(r["model"] for r in task_rows))
+        width = 0.8 / len(models)
+        fig, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 3.8))
+        for k, model in enumerate(models):
+            by = {r["metric"]: r for r in task_rows if r["model"] == model}
+            values = np.array([100 * by[m]["value"] for m in metrics])
+            low = values - np.array([100 * by[m]["ci_low"] for m in metrics])
+            high = np.array([100 * by[m]["ci_high"] for m in metrics]) - values
+            x = np.arange(len(metrics)) + (k - (len(models) - 1) / 2) * width
+            ax.bar(x, values, width, yerr=[low, high], capsize=3, label=model)
+        ax.set_xticks(range(len(metrics)), metrics)
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("%")
+        ax.set_title(f"{task} (95% bootstrap CI)")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+        fig.tight_layout()
+        path = out / f"bars_{task}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths

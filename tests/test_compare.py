@@ -1,0 +1,83 @@
+"""cotharness compare on real lm-eval output files from scripted models."""
+
+import json
+
+import pytest
+from scipy.stats import chi2
+from typer.testing import CliRunner
+
+from conftest import write_jsonl
+from scripted_lm import ScriptedLM, evaluate_to_dir
+
+N = 40
+
+
+def answer(label):
+    return json.dumps({"thought_process": "Step 1: ...", "predicted_label": label})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("compare")
+    data = write_jsonl(d / "test.jsonl", [{"id": i, "premise": f"p{i}", "hypothesis": f"h{i}", "label": i % 2}
+                                          for i in range(N)])
+
+    def tuned(prompt):  # right except on h0..h3, where it says the opposite
+        i = int(prompt.split("Hypothesis: h", 1)[1].split("\n", 1)[0])
+        return answer(1 - i % 2 if i < 4 else i % 2)
+
+    base = evaluate_to_dir(ScriptedLM(generate=lambda p: "I think so."), ["nli_cot"], data, d / "base")
+    tuned_dir = evaluate_to_dir(ScriptedLM(generate=tuned), ["nli_cot"], data, d / "tuned")
+    other = write_jsonl(d / "other.jsonl", [{"premise": "x", "hypothesis": "h1", "label": 1}] * N)
+    different = evaluate_to_dir(ScriptedLM(generate=tuned), ["nli_cot"], other, d / "different")
+    return base, tuned_dir, different
+
+
+def test_report(runs, tmp_path):
+    from harness_tasks.compare import compare
+
+    out = tmp_path / "report"
+    report = compare(list(runs[:2]), out, names=["base", "tuned"])
+    rows = {(r["model"], r["metric"]): r for r in json.loads((out / "summary.json").read_text())}
+    assert rows[("base", "acc")]["value"] == 0.0 and rows[("base", "parse_fail")]["value"] == 1.0
+    tuned = rows[("tuned", "acc")]
+    assert tuned["value"] == pytest.approx(36 / N) and tuned["delta_vs_base"] == pytest.approx(36 / N)
+    assert tuned["ci_low"] < tuned["value"] < tuned["ci_high"] <= 1.0
+    # 36 discordant pairs, all one way: chi-squared with continuity correction (exact below 25 pairs)
+    assert tuned["mcnemar_p"] == pytest.approx(chi2.sf((36 - 1) ** 2 / 36, df=1))
+    assert rows[("tuned", "acc_entailment")]["value"] == pytest.approx(18 / 20)
+    assert {"model", "task", "metric", "value", "ci_low", "ci_high"} <= set(rows[("tuned", "acc")])
+    conf = report["tasks"]["nli_cot"]["models"]
+    assert conf["tuned"]["confusion"]["labels"] == ["entailment", "no entailment"]
+    assert conf["tuned"]["confusion"]["matrix"] == [[18, 2], [2, 18]]
+    assert conf["base"]["confusion"]["matrix"] == [[0, 0, 20], [0, 0, 20]]  # all unparsed
+    assert conf["tuned"]["mean_generated_tokens"] is None or conf["tuned"]["mean_generated_tokens"] > 0
+    for name in ("summary.md", "summary.csv", "confusion_nli_cot.png", "bars_nli_cot.png"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "bars_nli_cot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "summary.md").read_text()
+    assert "| tuned |" in md and "McNemar" in md
+    meta = json.loads((out / "manifest.json").read_text())
+    assert meta["versions"]["lm_eval"] and "commit" in meta["git"]
+
+
+def test_refuses_different_documents(runs, tmp_path):
+    from harness_tasks.compare import compare
+
+    with pytest.raises(ValueError, match="different documents"):
+        compare([runs[0], runs[2]], tmp_path / "x")
+
+
+def test_missing_results_named(tmp_path):
+    from harness_tasks.compare import compare
+
+    with pytest.raises(FileNotFoundError, match="no lm-eval results"):
+        compare([tmp_path], tmp_path / "x")
+
+
+def test_cli(runs, tmp_path):
+    from harness_tasks.cli import app
+
+    result = CliRunner().invoke(app, ["compare", str(runs[0]), str(runs[1]), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "acc" in result.output and (tmp_path / "r" / "summary.md").is_file()
