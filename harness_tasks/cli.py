@@ -63,14 +63,17 @@ def compare(
     typer.echo(f"report written to {out}/summary.md")
 
 
-def _register_trainer_commands():
+def _register_subcommands():
     from trainer import cli as trainer_cli
+
+    from datagen.cli import app as datagen_app
 
     app.command("train")(trainer_cli.train)
     app.command("merge")(trainer_cli.merge)
+    app.add_typer(datagen_app, name="datagen")
 
 
-_register_trainer_commands()
+_register_subcommands()
 
 
 def main():
