@@ -64,9 +64,8 @@ def compare(
 
 
 def _register_subcommands():
-    from trainer import cli as trainer_cli
-
     from datagen.cli import app as datagen_app
+    from trainer import cli as trainer_cli
 
     app.command("train")(trainer_cli.train)
     app.command("merge")(trainer_cli.merge)

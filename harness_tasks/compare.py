@@ -73,8 +73,10 @@ def _tokens(runs: list[Run]):
 
 
 def _bootstrap(stat, n: int, rng: np.random.Generator) -> tuple[float, float]:
-    idx = rng.integers(0, n, size=(BOOTSTRAP, n))
-    values = stat(idx)
+    """95% percentile interval of ``stat`` over resampled documents (in chunks: bounded memory)."""
+    chunk = max(1, min(BOOTSTRAP, 2_000_000 // max(n, 1)))
+    values = np.concatenate([stat(rng.integers(0, n, size=(min(chunk, BOOTSTRAP - start), n)))
+                             for start in range(0, BOOTSTRAP, chunk)])
     values = values[~np.isnan(values)]
     return (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))) if len(values) else (np.nan, np.nan)
 
@@ -132,7 +134,7 @@ def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, see
     if not tasks:
         raise ValueError("the runs share no task")
     count_tokens = _tokens(runs)
-    rows, details = [], {}
+    rows, details, base_values = [], {}, {}
     for task in tasks:
         shared = sorted(set.intersection(*(set(r.samples[task]) for r in runs)))
         shared = [d for d in shared if runs[0].samples[task][d].get("f1_macro") is not None]
@@ -159,11 +161,11 @@ def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, see
                      if isinstance(r.samples[task][d]["resps"][0][0], str)]
             mean_tokens = (float(np.mean([count_tokens(t) for t in resps])) if resps and count_tokens else None)
             for metric, (value, lo, hi) in stats.items():
-                base_value = details.get((task, metric))
+                base_value = base_values.get((task, metric))
                 rows.append({"model": r.name, "task": task, "metric": metric, "value": value, "ci_low": lo,
                              "ci_high": hi, "delta_vs_base": None if base_value is None else value - base_value,
                              "mcnemar_p": p_value if metric == "acc" else None, "n": len(shared)})
-                details.setdefault((task, metric), value)
+                base_values.setdefault((task, metric), value)
             labels = classes + ([UNPARSED] if (pred == UNPARSED).any() else [])
             task_detail["models"][r.name] = {
                 "confusion": {"labels": labels,
@@ -174,11 +176,10 @@ def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, see
             }
         details[task] = task_detail
     out.mkdir(parents=True, exist_ok=True)
-    task_details = {t: details[t] for t in tasks if t in details}
-    _write(out, rows, task_details, runs)
-    plots.confusion_matrices(task_details, out)
+    _write(out, rows, details, runs)
+    plots.confusion_matrices(details, out)
     plots.grouped_bars(rows, out)
-    return {"rows": rows, "tasks": task_details}
+    return {"rows": rows, "tasks": details}
 
 
 def _write(out: Path, rows: list[dict], tasks: dict, runs: list[Run]) -> None:

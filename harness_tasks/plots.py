@@ -29,11 +29,7 @@ def confusion_matrices(tasks: dict, out: Path) -> list[Path]:
                 ax.text(j, i, str(v), ha="center", va="center",
                         color="white" if v > matrix.max() / 2 else "black")
         fig.suptitle(f"{task}: confusion matrices ({detail['documents']} documents)")
-        fig.tight_layout()
-        path = out / f"confusion_{task}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out / f"confusion_{task}.png"))
     return paths
 
 
@@ -58,9 +54,12 @@ def grouped_bars(rows: list[dict], out: Path) -> list[Path]:
         ax.set_ylabel("%")
         ax.set_title(f"{task} (95% bootstrap CI)")
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
-        fig.tight_layout()
-        path = out / f"bars_{task}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out / f"bars_{task}.png"))
     return paths
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
