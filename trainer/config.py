@@ -82,12 +82,8 @@ class TrainConfig(Section):
 
 
 def _number(value):
-    if isinstance(value, str):
-        try:
-            return float(value) if _FLOAT.fullmatch(value.strip()) else value
-        except ValueError:
-            return value
-    return value
+    """``"2e-4"`` -> 0.0002 (YAML 1.1 reads exponents without a dot as strings)."""
+    return float(value) if isinstance(value, str) and _FLOAT.fullmatch(value.strip()) else value
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
