@@ -26,14 +26,7 @@ def synthetic(
 
 def write_synthetic(out: Path, sizes: dict[str, int], seed: int = 0) -> dict[str, Path]:
     from datagen.synthetic_nli import generate
+    from trainer.manifest import write_atomic
 
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for split, n in sizes.items():
-        path, tmp = out / f"{split}.jsonl", out / f"{split}.jsonl.tmp"
-        with tmp.open("w", encoding="utf-8") as f:
-            for row in generate(split, n, seed):
-                f.write(json.dumps(row) + "\n")
-        tmp.replace(path)  # all or nothing
-        paths[split] = path
-    return paths
+    return {split: write_atomic(out / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in generate(split, n, seed)))
+            for split, n in sizes.items()}

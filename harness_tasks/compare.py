@@ -9,6 +9,7 @@ parse-failure rate, mean generated tokens and wall time, per-class accuracy and 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -184,19 +185,20 @@ def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, see
 
 def _write(out: Path, rows: list[dict], tasks: dict, runs: list[Run]) -> None:
     keep = ("model", "task", "metric", "value", "ci_low", "ci_high")
-    (out / "summary.json").write_text(json.dumps([{k: r[k] for k in keep} | {
+    manifest.write_atomic(out / "summary.json", json.dumps([{k: r[k] for k in keep} | {
         "delta_vs_base": r["delta_vs_base"], "mcnemar_p": r["mcnemar_p"], "n": r["n"]} for r in rows], indent=2))
-    with (out / "summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(keep))
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else list(keep))
+    writer.writeheader()
+    writer.writerows(rows)
+    manifest.write_atomic(out / "summary.csv", text.getvalue())
     meta = {"runs": [{"name": r.name, "model_args": r.results.get("config", {}).get("model_args"),
                       "lm_eval_version": r.results.get("lm_eval_version"), "date": r.results.get("date")}
                      for r in runs],
             "tasks": tasks, "versions": manifest.package_versions(), "git": manifest.git_commit(),
             "bootstrap_resamples": BOOTSTRAP}
-    (out / "manifest.json").write_text(json.dumps(meta, indent=2, default=str))
-    (out / "summary.md").write_text(markdown(rows, tasks, meta))
+    manifest.write_atomic(out / "manifest.json", json.dumps(meta, indent=2, default=str))
+    manifest.write_atomic(out / "summary.md", markdown(rows, tasks, meta))
 
 
 def _fmt(x, pct=True) -> str:

@@ -17,9 +17,8 @@ from harness_tasks.run_eval import main
 
 def args_from_env(env=os.environ) -> list[str]:
     if not env.get("MODEL"):
-        raise SystemExit("set MODEL (hub id or path) and optionally ADAPTER, TASKS, TEST_FILE, QUANT, BATCH_SIZE, "
-                         "OUT; "
-                         "or pass lm_eval arguments after --")
+        raise SystemExit("set MODEL (hub id or path) and optionally ADAPTER, TASKS, TEST_FILE, QUANT, "
+                         "BATCH_SIZE, OUT; or pass lm_eval arguments after --")
     model_args = [f"pretrained={env['MODEL']}"]
     if env.get("ADAPTER"):
         model_args.append(f"peft={env['ADAPTER']}")

@@ -34,6 +34,16 @@ def git_commit(cwd: Path | None = None) -> dict[str, str | bool | None]:
     return {"commit": commit, "dirty": dirty if commit else None}
 
 
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write-then-rename: a killed process never leaves a half-written file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -137,7 +137,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                       global_step=trainer.state.global_step, train_metrics=result.metrics,
                       eval_metrics=eval_metrics, best_checkpoint=trainer.state.best_model_checkpoint)
         _write_json(output_dir / RUN_FILE, record)
-        (output_dir / "README.md").write_text(model_card.render(record), encoding="utf-8")
+        manifest.write_atomic(output_dir / "README.md", model_card.render(record))
         console.print(f"[green]run written to {output_dir}")
     state.wait_for_everyone()
     return output_dir
@@ -163,8 +163,4 @@ def _record(cfg: TrainConfig, reports, **extra) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    """Write-then-rename: a killed process never leaves a half-written file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    tmp.replace(path)
+    manifest.write_atomic(path, json.dumps(data, indent=2, default=str))
