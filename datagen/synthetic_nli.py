@@ -2,7 +2,8 @@
 
 Small, exact and learnable: quantifier syllogisms, negation, set membership, ordering and
 conjunction, each with an entailed and a non-entailed hypothesis. People's names are split between
-the splits, so the test split cannot be solved by remembering names seen in training.
+the splits, so the test split cannot be solved by remembering names seen in training. Each thought
+derives what the premise gives, then compares it with the hypothesis word by word before the verdict.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ GROUPS = ["choir", "team", "club", "band", "crew", "committee", "jury", "panel"]
 PLACES = ["Paris", "Rome", "Oslo", "Lima", "Cairo", "Kyoto", "Quito", "Dublin", "Hanoi", "Tunis", "Lagos", "Riga"]
 RELATIONS = ["older", "taller", "faster", "richer", "younger", "shorter"]
 
+
+def vocabulary() -> list[str]:
+    """Every word the families draw on (all splits), e.g. for generic text over the same words."""
+    words = NAMES + PLACES + TRAITS + GROUPS + RELATIONS + ["can", "cannot"]
+    words += [w for pair in KINDS for w in pair] + [w for skill in SKILLS for w in skill.split()]
+    return sorted(set(words))
+
 SPLIT_FRACTIONS = {"train": 0.7, "dev": 0.1, "test": 0.2}
 
 
@@ -34,31 +42,36 @@ def _article(word: str) -> str:
     return "an" if word[0].lower() in "aeiou" else "a"
 
 
+def check(word: str, candidates: list[str]) -> str:
+    """Step 3's comparison, spelled out one pair at a time: "X and Y: same." or "... different."
+
+    Written in the exact form of the base model's generic word-comparison text (tiny_pretrain.py), so a
+    small model can reuse that skill instead of having to discover equality from a few thousand rows.
+    """
+    pairs = " ".join(f"{word} and {c}: {'same' if word == c else 'different'}." for c in candidates)
+    return pairs + (" So it follows." if word in candidates else " So it does not follow.")
+
+
 def syllogism(rng: random.Random, names: list[str], entailed: bool) -> tuple[str, str, str]:
     name = rng.choice(names)
     (kind, kinds), trait = rng.choice(KINDS), rng.choice(TRAITS)
-    other = rng.choice([t for t in TRAITS if t != trait])
+    claimed = trait if entailed else rng.choice([t for t in TRAITS if t != trait])
     premise = f"All {kinds} are {trait}. {name} is {_article(kind)} {kind}."
-    if entailed:
-        hypothesis = f"{name} is {trait}."
-        step3 = f"The hypothesis says {name} is {trait}, which follows."
-    else:
-        hypothesis = f"{name} is {other}."
-        step3 = f"The hypothesis says {name} is {other}, but nothing in the premise says so."
+    hypothesis = f"{name} is {claimed}."
     thought = (f"Step 1: Every {kind} is {trait}, and {name} is {_article(kind)} {kind}. "
-               f"Step 2: So {name} is {trait}. Step 3: {step3}")
+               f"Step 2: So {name} is {trait}. Step 3: The hypothesis says {claimed}. {check(claimed, [trait])}")
     return premise, hypothesis, thought
 
 
 def negation(rng: random.Random, names: list[str], entailed: bool) -> tuple[str, str, str]:
     name = rng.choice(names)
     (kind, kinds), skill = rng.choice(KINDS), rng.choice(SKILLS)
+    claimed = "cannot" if entailed else "can"
     premise = f"No {kinds} can {skill}. {name} is {_article(kind)} {kind}."
-    hypothesis = f"{name} cannot {skill}." if entailed else f"{name} can {skill}."
-    step3 = ("The hypothesis says the same, so it follows." if entailed
-             else f"The hypothesis says {name} can {skill}, which contradicts the premise.")
+    hypothesis = f"{name} {claimed} {skill}."
     thought = (f"Step 1: No {kind} can {skill}, and {name} is {_article(kind)} {kind}. "
-               f"Step 2: So {name} cannot {skill}. Step 3: {step3}")
+               f"Step 2: So {name} cannot {skill}. Step 3: The hypothesis says {claimed}. "
+               f"{check(claimed, ['cannot'])}")
     return premise, hypothesis, thought
 
 
@@ -68,10 +81,8 @@ def membership(rng: random.Random, names: list[str], entailed: bool) -> tuple[st
     member = rng.choice(members) if entailed else outsider
     premise = f"The {group} has three members: {members[0]}, {members[1]} and {members[2]}."
     hypothesis = f"{member} is in the {group}."
-    verdict = ("is one of them, so the hypothesis follows." if entailed
-               else "is not one of them, so the hypothesis does not follow.")
-    thought = (f"Step 1: The members of the {group} are {members[0]}, {members[1]} and {members[2]}. "
-               f"Step 2: The hypothesis is about {member}. Step 3: {member} {verdict}")
+    thought = (f"Step 1: The {group} is {members[0]}, {members[1]} and {members[2]}. "
+               f"Step 2: The hypothesis is about {member}. Step 3: {check(member, members)}")
     return premise, hypothesis, thought
 
 
@@ -81,22 +92,19 @@ def ordering(rng: random.Random, names: list[str], entailed: bool) -> tuple[str,
     premise = f"{a} is {rel} than {b}. {b} is {rel} than {c}."
     first, second = (a, c) if entailed else (c, a)
     hypothesis = f"{first} is {rel} than {second}."
-    verdict = "matches this order, so it follows." if entailed else "reverses this order, so it does not follow."
     thought = (f"Step 1: {a} is {rel} than {b}, and {b} is {rel} than {c}. "
-               f"Step 2: So {a} is {rel} than {c}. Step 3: The hypothesis {verdict}")
+               f"Step 2: So {a} is {rel} than {c}. Step 3: The hypothesis starts with {first}. {check(first, [a])}")
     return premise, hypothesis, thought
 
 
 def conjunction(rng: random.Random, names: list[str], entailed: bool) -> tuple[str, str, str]:
     name = rng.choice(names)
     x, y, z = rng.sample(PLACES, 3)
-    premise = f"{name} visited {x} and {y}."
     place = rng.choice([x, y]) if entailed else z
+    premise = f"{name} visited {x} and {y}."
     hypothesis = f"{name} visited {place}."
-    verdict = ("is one of them, so the hypothesis follows." if entailed
-               else "is not mentioned, so the hypothesis does not follow.")
-    thought = (f"Step 1: {name} visited exactly two places, {x} and {y}. "
-               f"Step 2: The hypothesis is about {place}. Step 3: {place} {verdict}")
+    thought = (f"Step 1: {name} visited exactly {x} and {y}. "
+               f"Step 2: The hypothesis is about {place}. Step 3: {check(place, [x, y])}")
     return premise, hypothesis, thought
 
 

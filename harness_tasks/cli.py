@@ -39,13 +39,14 @@ def eval_(ctx: typer.Context):
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Where lm-eval results go.")] = Path("results/demo"),
-    limit: Annotated[int, typer.Option(help="Evaluate only the first N documents (0 = all).")] = 0,
+    out: Annotated[Path, typer.Option(help="Where the comparison report and lm-eval outputs go.")] = Path("results/demo"),
+    work: Annotated[Path, typer.Option(help="Where the base model, data and adapter go (reused).")] = Path("runs/demo"),
+    limit: Annotated[int, typer.Option(help="Evaluate only the first N test documents (0 = all).")] = 0,
 ):
-    """Run the pipeline on the embedded tiny model (CPU, no API key) and print the metrics."""
+    """Data -> LoRA training -> lm-eval on base and fine-tuned -> comparison, on the tiny model (CPU)."""
     from harness_tasks.demo import run
 
-    raise typer.Exit(run(out_dir=out, limit=limit or None))
+    raise typer.Exit(run(out_dir=out, work=work, limit=limit or None))
 
 
 @app.command()
