@@ -28,12 +28,20 @@ def sft_files(tmp_path_factory):
     return write_jsonl(d / "train.jsonl", generate("train", 48)), write_jsonl(d / "dev.jsonl", generate("dev", 16))
 
 
+# The path users run: 4-bit NF4 QLoRA on q,k,v,o (demo.yaml trains fp32 LoRA for the CPU time budget).
+QLORA = {"model": {"quantization": "nf4"},
+         "lora": {"dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+         "training": {"per_device_train_batch_size": 8, "max_steps": -1, "num_train_epochs": 1,
+                      "learning_rate": 2e-3, "lr_scheduler_type": "cosine", "warmup_steps": 0.03,
+                      "weight_decay": 0.01, "train_sampling_strategy": "group_by_length"}}
+
+
 def config(tiny_model, sft_files, out, **training):
     train_file, eval_file = sft_files
     return load_config(DEMO, {
-        "output_dir": str(out), "model": {"base_model": str(tiny_model)},
+        "output_dir": str(out), "model": {**QLORA["model"], "base_model": str(tiny_model)}, "lora": QLORA["lora"],
         "data": {"train_file": str(train_file), "eval_file": str(eval_file)},
-        "training": {"eval_steps": 4, "save_steps": 4, "logging_steps": 1, **training}})
+        "training": {**QLORA["training"], "eval_steps": 4, "save_steps": 4, "logging_steps": 1, **training}})
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +158,9 @@ def test_bad_training_rows(tiny_model, tmp_path):
 
 def _train_cmd(tiny_model, sft_files, out, *extra, launcher=(BIN / "cotharness", "train")):
     return [*map(str, launcher), "--config", str(DEMO), "--base-model", str(tiny_model),
-            "--train-file", str(sft_files[0]), "--eval-file", str(sft_files[1]), "--output-dir", str(out), *extra]
+            "--train-file", str(sft_files[0]), "--eval-file", str(sft_files[1]), "--output-dir", str(out),
+            "--set", "model.quantization=nf4", "--set", "lora.target_modules=[q_proj,k_proj,v_proj,o_proj]",
+            "--set", "training.per_device_train_batch_size=8", *extra]
 
 
 def test_kill_and_resume(tiny_model, sft_files, tmp_path):
