@@ -1,11 +1,10 @@
 """Generic pre-training for the tiny base: telling whether two words are the same.
 
 A real base model arrives at fine-tuning already able to compare two words; a randomly initialised
-4-layer model is not, and it does not learn to from a few hundred fine-tuning steps (measured for the
-demo: ~60% test accuracy, chance on every family that needs a comparison). So the tiny base is first
+4-layer model is not, and it does not learn to from a few hundred fine-tuning steps. So the tiny base is first
 trained on generic text, lines like "Rome and Rome: same. calm and Uma: different.", over every word of
 the synthetic task's vocabulary. The text holds no premise, hypothesis, step or label: the task itself
-is left entirely to fine-tuning. The word comparison emerges suddenly at ~500-700 steps.
+is left entirely to fine-tuning. ``pretrain.json`` records the comparison accuracy reached.
 """
 
 from __future__ import annotations
