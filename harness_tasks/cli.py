@@ -42,11 +42,14 @@ def demo(
     out: Annotated[Path, typer.Option(help="Where the comparison report and lm-eval outputs go.")] = Path("results/demo"),
     work: Annotated[Path, typer.Option(help="Where the base model, data and adapter go (reused).")] = Path("runs/demo"),
     limit: Annotated[int, typer.Option(help="Evaluate only the first N test documents (0 = all).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the base's pre-training and of fine-tuning (data stay fixed).")] = 0,
+    config: Annotated[Path, typer.Option(help="Training config (its base model, data and output dir are the demo's).")]
+    = Path("configs/train/demo.yaml"),
 ):
     """Data -> LoRA training -> lm-eval on base and fine-tuned -> comparison, on the tiny model (CPU)."""
     from harness_tasks.demo import run
 
-    raise typer.Exit(run(out_dir=out, work=work, limit=limit or None))
+    raise typer.Exit(run(out_dir=out, work=work, config=config, limit=limit or None, seed=seed))
 
 
 @app.command()

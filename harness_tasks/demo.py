@@ -8,7 +8,8 @@
 5. compare: ``results/demo/summary.{md,csv,json}``, confusion matrices and bars, and the table.
 
 Every stage is resumable: a finished stage is skipped, an interrupted training run resumes from its
-last checkpoint, and an evaluation is redone whole.
+last checkpoint, and an evaluation is redone whole. A base or adapter made with another seed or
+training config is made again, never reused.
 """
 
 from __future__ import annotations
@@ -34,33 +35,44 @@ CHANCE = 0.5
 MAX_GEN_TOKS = 96  # the longest gold answer is 61 tokens; an untrained model would ramble to the limit
 
 
-def build_base(path: Path) -> dict:
+def build_base(path: Path, seed: int = 0) -> dict:
     from trainer.tiny_model import build
     from trainer.tiny_pretrain import pretrain
 
     done = path / "pretrain.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        record = json.loads(done.read_text())
+        shape = json.loads((path / "config.json").read_text())
+        if (record.get("steps"), record.get("seed"), shape["hidden_size"], shape["num_hidden_layers"]) == (
+                PRETRAIN_STEPS, seed, BASE_SHAPE["hidden_size"], BASE_SHAPE["layers"]):
+            return record
+        console.print(f"[yellow]{path} was built with other settings (shape, steps or seed); rebuilding it")
     console.rule("1/5 tiny base model")
     shutil.rmtree(path, ignore_errors=True)
     build(path, **BASE_SHAPE)
-    record = pretrain(path, steps=PRETRAIN_STEPS)
+    record = pretrain(path, steps=PRETRAIN_STEPS, seed=seed)
     console.print(f"pre-trained {path}: word-comparison accuracy {record['equality_accuracy']:.1%}")
     return record
 
 
-def fine_tune(config: Path, base: Path, data: Path) -> Path:
+def fine_tune(config: Path, base: Path, data: Path, out: Path, seed: int = 0) -> Path:
     from trainer.config import load_config
     from trainer.train import RUN_FILE, train
 
-    cfg = load_config(config, {"model": {"base_model": str(base)},
-                               "data": {"train_file": str(data / "train.jsonl"), "eval_file": str(data / "dev.jsonl")}})
-    out = Path(cfg.output_dir)
+    cfg = load_config(config, {"output_dir": str(out), "model": {"base_model": str(base)},
+                               "data": {"train_file": str(data / "train.jsonl"), "eval_file": str(data / "dev.jsonl")},
+                               "training": {"seed": seed}})
     run_file = out / RUN_FILE
-    if run_file.is_file() and json.loads(run_file.read_text()).get("status") == "complete":
-        console.print(f"3/5 fine-tuned adapter already in {out}")
-        return out
-    console.rule("3/5 LoRA fine-tuning (configs/train/demo.yaml)")
+    if run_file.is_file():
+        record = json.loads(run_file.read_text())
+        if record.get("config") != json.loads(json.dumps(cfg.model_dump(), default=str)):
+            # a changed config or seed: resuming or reusing would mix two recipes in one adapter
+            console.print(f"[yellow]{out} holds a run with another configuration; training again from scratch")
+            shutil.rmtree(out)
+        elif record.get("status") == "complete":
+            console.print(f"3/5 fine-tuned adapter already in {out}")
+            return out
+    console.rule(f"3/5 LoRA fine-tuning ({config})")
     return train(cfg, resume=out.is_dir())
 
 
@@ -108,15 +120,17 @@ def by_family(run_dirs: list[Path], names: list[str], test_file: Path, out: Path
 
 
 def run(out_dir: Path = Path("results/demo"), work: Path = Path("runs/demo"), config: Path = CONFIG,
-        limit: int | None = None) -> int:
+        limit: int | None = None, seed: int = 0) -> int:
+    """The whole demo; 0 if fine-tuning passed the criterion above. ``seed`` drives the base's pre-training
+    and the fine-tuning (LoRA init, batch order); the data and its held-out test split never change."""
     from datagen.cli import write_synthetic
     from harness_tasks.compare import compare, print_table
 
     base = work / "tiny-base"
-    build_base(base)
+    build_base(base, seed)
     console.rule("2/5 synthetic NLI data")
     splits = write_synthetic(work / "data", SPLITS)
-    adapter = fine_tune(config, base, work / "data")
+    adapter = fine_tune(config, base, work / "data", work / "lora", seed)
     runs = [evaluate("base", f"pretrained={base}", splits["test"], out_dir / "lm_eval" / "base", limit),
             evaluate("fine-tuned", f"pretrained={base},peft={adapter}", splits["test"], out_dir / "lm_eval" / "tuned",
                      limit)]

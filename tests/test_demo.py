@@ -70,7 +70,7 @@ def toy_demo(monkeypatch, tmp_path):
     monkeypatch.setattr(demo, "PRETRAIN_STEPS", 2)
     monkeypatch.setattr(demo, "SPLITS", {"train": 32, "dev": 8, "test": 10})
     config = tmp_path / "demo.yaml"
-    config.write_text(f"base: {REPO / 'configs/train/demo.yaml'}\noutput_dir: {tmp_path / 'work/lora'}\n"
+    config.write_text(f"base: {REPO / 'configs/train/demo.yaml'}\n"
                       "training: {max_steps: 2, eval_steps: 1, save_steps: 1, logging_steps: 1}\n")
     return demo, config
 
@@ -98,3 +98,9 @@ def test_demo_pipeline_writes_the_report_and_resumes(toy_demo, tmp_path):
     assert demo.run(out_dir=out, work=work, config=config) == 1
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
     assert len(list((out / "lm_eval" / "tuned").rglob("results_*.json"))) == 1
+
+    # another seed must not reuse what the first one built: base and adapter are made again
+    assert demo.run(out_dir=out, work=work, config=config, seed=1) == 1
+    assert json.loads((work / "tiny-base" / "pretrain.json").read_text())["seed"] == 1
+    run = json.loads((work / "lora" / "run.json").read_text())
+    assert run["status"] == "complete" and run["config"]["training"]["seed"] == 1 and run["resumed_from"] is None
