@@ -35,7 +35,8 @@ CHANCE = 0.5
 MAX_GEN_TOKS = 96  # the longest gold answer is 61 tokens; an untrained model would ramble to the limit
 
 
-def build_base(path: Path, seed: int = 0) -> dict:
+def build_base(path: Path, seed: int = 0) -> bool:
+    """Build and pre-train the base unless ``path`` holds one made with these settings; True if built now."""
     from trainer.tiny_model import build
     from trainer.tiny_pretrain import pretrain
 
@@ -45,14 +46,14 @@ def build_base(path: Path, seed: int = 0) -> dict:
         shape = json.loads((path / "config.json").read_text())
         if (record.get("steps"), record.get("seed"), shape["hidden_size"], shape["num_hidden_layers"]) == (
                 PRETRAIN_STEPS, seed, BASE_SHAPE["hidden_size"], BASE_SHAPE["layers"]):
-            return record
+            return False
         console.print(f"[yellow]{path} was built with other settings (shape, steps or seed); rebuilding it")
     console.rule("1/5 tiny base model")
     shutil.rmtree(path, ignore_errors=True)
     build(path, **BASE_SHAPE)
     record = pretrain(path, steps=PRETRAIN_STEPS, seed=seed)
     console.print(f"pre-trained {path}: word-comparison accuracy {record['equality_accuracy']:.1%}")
-    return record
+    return True
 
 
 def fine_tune(config: Path, base: Path, data: Path, out: Path, seed: int = 0) -> Path:
@@ -127,7 +128,8 @@ def run(out_dir: Path = Path("results/demo"), work: Path = Path("runs/demo"), co
     from harness_tasks.compare import compare, print_table
 
     base = work / "tiny-base"
-    build_base(base, seed)
+    if build_base(base, seed):
+        shutil.rmtree(work / "lora", ignore_errors=True)  # an adapter trained on a previous base is stale
     console.rule("2/5 synthetic NLI data")
     splits = write_synthetic(work / "data", SPLITS)
     adapter = fine_tune(config, base, work / "data", work / "lora", seed)

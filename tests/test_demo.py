@@ -104,3 +104,10 @@ def test_demo_pipeline_writes_the_report_and_resumes(toy_demo, tmp_path):
     assert json.loads((work / "tiny-base" / "pretrain.json").read_text())["seed"] == 1
     run = json.loads((work / "lora" / "run.json").read_text())
     assert run["status"] == "complete" and run["config"]["training"]["seed"] == 1 and run["resumed_from"] is None
+
+    # a rebuilt base (same seed and training config) makes the adapter stale: it is trained again
+    stamp = (work / "lora" / "run.json").stat().st_mtime_ns
+    demo.PRETRAIN_STEPS = 3  # monkeypatched: restored after the test
+    assert demo.run(out_dir=out, work=work, config=config, seed=1) == 1
+    assert json.loads((work / "tiny-base" / "pretrain.json").read_text())["steps"] == 3
+    assert (work / "lora" / "run.json").stat().st_mtime_ns != stamp
