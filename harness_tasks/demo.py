@@ -93,10 +93,13 @@ def evaluate(name: str, model_args: str, test_file: Path, out: Path, limit: int 
 
 
 def by_family(run_dirs: list[Path], names: list[str], test_file: Path, out: Path) -> dict:
-    """Accuracy per task family (syllogism, negation, ...): which skills fine-tuning actually taught."""
+    """Accuracy per task family (syllogism, negation, ...): which skills fine-tuning actually taught.
+
+    Written to ``by_family.json`` and ``by_family.png`` in ``out`` and printed as a table."""
     from rich.table import Table
 
     from harness_tasks.compare import _labels_of, load_run
+    from harness_tasks.plots import family_bars
     from trainer.manifest import write_atomic
 
     family = {r["id"]: r["family"] for r in map(json.loads, test_file.read_text().splitlines())}
@@ -110,6 +113,7 @@ def by_family(run_dirs: list[Path], names: list[str], test_file: Path, out: Path
             hits[1] += 1
         table[name] = {f: {"acc": c / n, "n": n} for f, (c, n) in sorted(counts.items())}
     write_atomic(out / "by_family.json", json.dumps(table, indent=2) + "\n")
+    family_bars(table, out / "by_family.png", CHANCE)
     view = Table(title="nli_cot accuracy by task family (chance: 50%)")
     view.add_column("family")
     for name in names:

@@ -15,12 +15,13 @@ def confusion_matrices(tasks: dict, out: Path) -> list[Path]:
     paths = []
     for task, detail in tasks.items():
         models = list(detail["models"])
-        fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models) + 0.6, 3.4), squeeze=False)
+        fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models) + 0.6, 3.8), squeeze=False)
         for ax, model in zip(axes[0], models, strict=True):
             conf = detail["models"][model]["confusion"]
             matrix = np.array(conf["matrix"])
             ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(1, matrix.max()))
-            ax.set_xticks(range(len(conf["labels"])), conf["labels"])
+            # slanted: label names ("no entailment", "unparsed") overlap when set side by side
+            ax.set_xticks(range(len(conf["labels"])), conf["labels"], rotation=30, ha="right")
             ax.set_yticks(range(len(conf["gold_labels"])), conf["gold_labels"])
             ax.set_xlabel("predicted")
             ax.set_ylabel("gold")
@@ -56,6 +57,25 @@ def grouped_bars(rows: list[dict], out: Path) -> list[Path]:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
         paths.append(_save(fig, out / f"bars_{task}.png"))
     return paths
+
+
+def family_bars(table: dict, path: Path, chance: float) -> Path:
+    """Accuracy per task family for each model (``{model: {family: {"acc", "n"}}}``), chance marked."""
+    models = list(table)
+    families = list(table[models[0]])
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(1.4 * len(families) + 2.4, 3.6))
+    for k, model in enumerate(models):
+        x = np.arange(len(families)) + (k - (len(models) - 1) / 2) * width
+        bars = ax.bar(x, [100 * table[model][f]["acc"] for f in families], width, label=model)
+        ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
+    ax.axhline(100 * chance, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.set_xticks(range(len(families)), [f"{f}\n(n={table[models[0]][f]['n']})" for f in families])
+    ax.set_ylim(0, 110)
+    ax.set_ylabel("accuracy %")
+    ax.set_title("accuracy by task family")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+    return _save(fig, path)
 
 
 def _save(fig, path: Path) -> Path:

@@ -90,6 +90,7 @@ def test_demo_pipeline_writes_the_report_and_resumes(toy_demo, tmp_path):
     assert list(out.glob("*.png"))
     families = json.loads((out / "by_family.json").read_text())
     assert sum(f["n"] for f in families["tiny-base + LoRA"].values()) == 10
+    assert (out / "by_family.png").stat().st_size > 0
     run = json.loads((work / "lora" / "run.json").read_text())
     assert run["status"] == "complete" and run["config"]["model"]["quantization"] == "none"
 
