@@ -8,8 +8,6 @@ parse-failure rate, mean generated tokens and wall time, per-class accuracy and 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -55,7 +53,7 @@ def _model_name(results: dict, path: Path) -> str:
     return path.name
 
 
-def _labels_of(sample: dict) -> tuple:
+def labels_of(sample: dict) -> tuple:
     """(gold, pred) as the task's process_results scored them (logged by lm-eval as f1_macro)."""
     gold, pred = sample["f1_macro"]
     return gold, pred
@@ -121,6 +119,7 @@ def _mcnemar(base_correct: np.ndarray, other_correct: np.ndarray) -> float:
 
 
 def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, seed: int = 0) -> dict:
+    """Write the report to ``out``; returns its ``rows``, per-task ``tasks`` detail and the loaded ``runs``."""
     from harness_tasks import plots
 
     if len(run_dirs) < 1:
@@ -150,7 +149,7 @@ def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, see
         display = {str(k): v for k, v in schema.labels.items()} if schema else {}
         base_correct = None
         for r in runs:
-            pairs = [_labels_of(r.samples[task][d]) for d in shared]
+            pairs = [labels_of(r.samples[task][d]) for d in shared]
             gold = np.array([display.get(str(g), str(g)) for g, _ in pairs], dtype=object)
             pred = np.array([UNPARSED if p is None else display.get(str(p), str(p)) for _, p in pairs], dtype=object)
             classes = sorted(set(gold))
@@ -180,18 +179,14 @@ def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, see
     _write(out, rows, details, runs)
     plots.confusion_matrices(details, out)
     plots.grouped_bars(rows, out)
-    return {"rows": rows, "tasks": details}
+    return {"rows": rows, "tasks": details, "runs": runs}
 
 
 def _write(out: Path, rows: list[dict], tasks: dict, runs: list[Run]) -> None:
     keep = ("model", "task", "metric", "value", "ci_low", "ci_high")
     manifest.write_atomic(out / "summary.json", json.dumps([{k: r[k] for k in keep} | {
         "delta_vs_base": r["delta_vs_base"], "mcnemar_p": r["mcnemar_p"], "n": r["n"]} for r in rows], indent=2))
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else list(keep))
-    writer.writeheader()
-    writer.writerows(rows)
-    manifest.write_atomic(out / "summary.csv", text.getvalue())
+    manifest.write_csv_atomic(out / "summary.csv", rows, list(rows[0]) if rows else list(keep))
     meta = {"runs": [{"name": r.name, "model_args": r.results.get("config", {}).get("model_args"),
                       "lm_eval_version": r.results.get("lm_eval_version"), "date": r.results.get("date")}
                      for r in runs],

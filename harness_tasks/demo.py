@@ -92,28 +92,30 @@ def evaluate(name: str, model_args: str, test_file: Path, out: Path, limit: int 
     return out
 
 
-def by_family(run_dirs: list[Path], names: list[str], test_file: Path, out: Path) -> dict:
+def by_family(runs: list, test_file: Path, out: Path) -> dict:
     """Accuracy per task family (syllogism, negation, ...): which skills fine-tuning actually taught.
 
     Written to ``by_family.json`` and ``by_family.png`` in ``out`` and printed as a table."""
     from rich.table import Table
 
-    from harness_tasks.compare import _labels_of, load_run
+    from harness_tasks.compare import labels_of
+    from harness_tasks.data_files import read_rows
     from harness_tasks.plots import family_bars
     from trainer.manifest import write_atomic
 
-    family = {r["id"]: r["family"] for r in map(json.loads, test_file.read_text().splitlines())}
+    family = {row["id"]: row["family"] for _, row in read_rows(test_file)}
     table = {}
-    for name, path in zip(names, run_dirs, strict=True):
+    for run in runs:  # compare's loaded runs (harness_tasks.compare.Run)
         counts: dict[str, list[int]] = {}
-        for sample in load_run(path).samples["nli_cot"].values():
-            gold, pred = _labels_of(sample)
+        for sample in run.samples["nli_cot"].values():
+            gold, pred = labels_of(sample)
             hits = counts.setdefault(family[sample["doc"]["id"]], [0, 0])
             hits[0] += int(pred is not None and str(pred) == str(gold))
             hits[1] += 1
-        table[name] = {f: {"acc": c / n, "n": n} for f, (c, n) in sorted(counts.items())}
+        table[run.name] = {f: {"acc": c / n, "n": n} for f, (c, n) in sorted(counts.items())}
     write_atomic(out / "by_family.json", json.dumps(table, indent=2) + "\n")
     family_bars(table, out / "by_family.png", CHANCE)
+    names = list(table)
     view = Table(title="nli_cot accuracy by task family (chance: 50%)")
     view.add_column("family")
     for name in names:
@@ -144,7 +146,7 @@ def run(out_dir: Path = Path("results/demo"), work: Path = Path("runs/demo"), co
     names = ["tiny-base", "tiny-base + LoRA"]
     report = compare(runs, out_dir, names=names)
     print_table(report["rows"])
-    by_family(runs, names, splits["test"], out_dir)
+    by_family(report["runs"], splits["test"], out_dir)
     acc = {r["model"]: r for r in report["rows"] if r["metric"] == "acc"}
     gain = acc["tiny-base + LoRA"]["value"] - acc["tiny-base"]["value"]
     console.print(f"fine-tuning changed nli_cot accuracy by {gain:+.1%} on "

@@ -41,14 +41,12 @@ def grouped_bars(rows: list[dict], out: Path) -> list[Path]:
         task_rows = [r for r in rows if r["task"] == task]
         metrics = [m for m in dict.fromkeys(r["metric"] for r in task_rows) if m != "parse_fail"]
         models = list(dict.fromkeys(r["model"] for r in task_rows))
-        width = 0.8 / len(models)
         fig, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 3.8))
-        for k, model in enumerate(models):
+        for model, (x, width) in zip(models, _bar_slots(len(metrics), len(models)), strict=True):
             by = {r["metric"]: r for r in task_rows if r["model"] == model}
             values = np.array([100 * by[m]["value"] for m in metrics])
             low = values - np.array([100 * by[m]["ci_low"] for m in metrics])
             high = np.array([100 * by[m]["ci_high"] for m in metrics]) - values
-            x = np.arange(len(metrics)) + (k - (len(models) - 1) / 2) * width
             ax.bar(x, values, width, yerr=[low, high], capsize=3, label=model)
         ax.set_xticks(range(len(metrics)), metrics)
         ax.set_ylim(0, 105)
@@ -63,10 +61,8 @@ def family_bars(table: dict, path: Path, chance: float) -> Path:
     """Accuracy per task family for each model (``{model: {family: {"acc", "n"}}}``), chance marked."""
     models = list(table)
     families = list(table[models[0]])
-    width = 0.8 / len(models)
     fig, ax = plt.subplots(figsize=(1.4 * len(families) + 2.4, 3.6))
-    for k, model in enumerate(models):
-        x = np.arange(len(families)) + (k - (len(models) - 1) / 2) * width
+    for model, (x, width) in zip(models, _bar_slots(len(families), len(models)), strict=True):
         bars = ax.bar(x, [100 * table[model][f]["acc"] for f in families], width, label=model)
         ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
     ax.axhline(100 * chance, color="grey", linestyle="--", linewidth=1, label="chance")
@@ -76,6 +72,12 @@ def family_bars(table: dict, path: Path, chance: float) -> Path:
     ax.set_title("accuracy by task family")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
     return _save(fig, path)
+
+
+def _bar_slots(groups: int, models: int) -> list[tuple[np.ndarray, float]]:
+    """(x positions, width) of each model's bars, side by side within each group around its tick."""
+    width = 0.8 / models
+    return [(np.arange(groups) + (k - (models - 1) / 2) * width, width) for k in range(models)]
 
 
 def _save(fig, path: Path) -> Path:

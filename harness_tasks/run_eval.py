@@ -10,14 +10,12 @@ Differences from plain ``lm_eval`` (everything else is passed through untouched)
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from pathlib import Path
 
 from harness_tasks.cot_json import filtered_answer
-from trainer.manifest import write_atomic
+from trainer.manifest import write_csv_atomic
 
 TASKS_DIR = Path(__file__).resolve().parent
 HF_ALIASES = {"hf", "hf-auto", "huggingface"}
@@ -71,8 +69,4 @@ def write_predictions(samples: Path) -> Path | None:
             rows.append({"id": doc.get("id", sample["doc_id"]), "predicted_label": answer["label"],
                          "parse_method": answer["method"], "label": doc.get("label")})
     out = samples.with_name(samples.name.replace("samples_", "predictions_", 1)).with_suffix(".csv")
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=["id", "predicted_label", "parse_method", "label"])
-    writer.writeheader()
-    writer.writerows(rows)
-    return write_atomic(out, text.getvalue())
+    return write_csv_atomic(out, rows, ["id", "predicted_label", "parse_method", "label"])

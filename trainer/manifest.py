@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib.metadata
+import io
 import platform
 import subprocess
 from pathlib import Path
@@ -42,6 +44,15 @@ def write_atomic(path: str | Path, text: str) -> Path:
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def write_csv_atomic(path: str | Path, rows: list[dict], fieldnames: list[str]) -> Path:
+    """``rows`` as CSV with a header, written atomically (see ``write_atomic``)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fieldnames)
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_atomic(path, text.getvalue())
 
 
 def sha256_file(path: str | Path) -> str:
