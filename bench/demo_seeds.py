@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trainer import manifest  # noqa: E402
+from harness_tasks import manifest  # noqa: E402
 
 TUNED, BASE = "tiny-base + LoRA", "tiny-base"
 
@@ -36,7 +36,7 @@ def run_one(recipe: str, config: str, seed: int, root: Path, threads: int) -> di
     log = root / f"{recipe}-s{seed}.log"
     started = time.time()
     with log.open("a") as fh:
-        code = subprocess.call([sys.executable, "-c", "from harness_tasks.cli import main; main()", "demo", "--seed", str(seed),
+        code = subprocess.call([sys.executable, "-c", "from cotharness.cli import main; main()", "demo", "--seed", str(seed),
                                 "--config", config, "--work", str(work), "--out", str(out)],
                                stdout=fh, stderr=subprocess.STDOUT, env=env)
     record = {"recipe": recipe, "config": config, "seed": seed, "exit_code": code,

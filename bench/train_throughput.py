@@ -107,7 +107,7 @@ def main():
     parser.add_argument("--work", type=Path, default=Path("/tmp/cotharness-bench"))
     args = parser.parse_args()
 
-    from trainer.tiny_model import build
+    from cotharness.tiny_model import build
 
     args.work.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]

@@ -26,7 +26,7 @@ def synthetic(
 
 def write_synthetic(out: Path, sizes: dict[str, int], seed: int = 0) -> dict[str, Path]:
     from datagen.synthetic_nli import generate
-    from trainer.manifest import write_atomic
+    from harness_tasks.manifest import write_atomic
 
     return {split: write_atomic(out / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in generate(split, n, seed)))
             for split, n in sizes.items()}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from lm_eval.api.registry import model_registry, register_model
 from lm_eval.models.huggingface import HFLM
 
-from trainer.quant import bnb_config
+from harness_tasks.quant import bnb_config
 
 NAME = "hf-cot"
 QUANT_ARGS = ("load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant",

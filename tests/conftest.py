@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from trainer.tiny_model import build
+    from cotharness.tiny_model import build
 
     return build(tmp_path_factory.mktemp("tiny") / "model")
 

@@ -34,7 +34,7 @@ def runs(tmp_path_factory):
 
 
 def test_report(runs, tmp_path):
-    from harness_tasks.compare import compare
+    from cotharness.compare import compare
 
     out = tmp_path / "report"
     report = compare(list(runs[:2]), out, names=["base", "tuned"])
@@ -62,21 +62,21 @@ def test_report(runs, tmp_path):
 
 
 def test_refuses_different_documents(runs, tmp_path):
-    from harness_tasks.compare import compare
+    from cotharness.compare import compare
 
     with pytest.raises(ValueError, match="different documents"):
         compare([runs[0], runs[2]], tmp_path / "x")
 
 
 def test_missing_results_named(tmp_path):
-    from harness_tasks.compare import compare
+    from cotharness.compare import compare
 
     with pytest.raises(FileNotFoundError, match="no lm-eval results"):
         compare([tmp_path], tmp_path / "x")
 
 
 def test_cli(runs, tmp_path):
-    from harness_tasks.cli import app
+    from cotharness.cli import app
 
     result = CliRunner().invoke(app, ["compare", str(runs[0]), str(runs[1]), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output

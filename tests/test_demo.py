@@ -27,7 +27,7 @@ def test_check_spells_out_every_pair():
 def test_generic_pretraining_text_holds_nothing_of_the_task():
     import random
 
-    from trainer.tiny_pretrain import equality_line
+    from cotharness.tiny_pretrain import equality_line
 
     rng, words = random.Random(0), vocabulary()
     lines = [equality_line(rng, words) for _ in range(500)]
@@ -47,7 +47,7 @@ def test_pretrain_replaces_the_model_in_place(tiny_model, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from trainer.tiny_pretrain import pretrain
+    from cotharness.tiny_pretrain import pretrain
 
     model_dir = tmp_path / "base"
     shutil.copytree(tiny_model, model_dir)
@@ -63,7 +63,7 @@ def test_pretrain_replaces_the_model_in_place(tiny_model, tmp_path):
 
 @pytest.fixture
 def toy_demo(monkeypatch, tmp_path):
-    from harness_tasks import demo
+    from cotharness import demo
 
     monkeypatch.setattr(demo, "BASE_SHAPE", {"hidden_size": 64, "layers": 2, "heads": 4, "kv_heads": 2,
                                              "intermediate_size": 192})

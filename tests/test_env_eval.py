@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from harness_tasks.env_eval import args_from_env
+from cotharness.env_eval import args_from_env
 
 
 def test_env_args():

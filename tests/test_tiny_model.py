@@ -10,7 +10,7 @@ def _digest(path):
 
 
 def test_deterministic(tiny_model, tmp_path):
-    from trainer.tiny_model import build
+    from cotharness.tiny_model import build
 
     assert _digest(build(tmp_path / "again")) == _digest(tiny_model)
 

@@ -77,7 +77,7 @@ def test_parse_set():
 
 
 def test_cli_refuses_typo_with_suggestion():
-    from harness_tasks.cli import app
+    from cotharness.cli import app
 
     result = CliRunner().invoke(app, ["train", "--config", str(REPO / "configs/train/demo.yaml"),
                                       "--set", "training.lerning_rate=1"])
@@ -103,7 +103,7 @@ def test_memory_estimate_brackets_measured_anchors():
 
 
 def test_estimate_memory_cli(tiny_model):
-    from harness_tasks.cli import app
+    from cotharness.cli import app
 
     result = CliRunner().invoke(app, ["train", "--config", str(REPO / "configs/train/demo.yaml"),
                                       "--base-model", str(tiny_model), "--estimate-memory"])

@@ -218,8 +218,8 @@ def test_merge(trained_run, tiny_model, tmp_path):
 def test_merge_refuses_4bit_weights(trained_run, tiny_model, tmp_path):
     from transformers import AutoModelForCausalLM
 
+    from harness_tasks.quant import bnb_config
     from trainer.merge import merge
-    from trainer.quant import bnb_config
 
     quantized = tmp_path / "tiny-4bit"
     AutoModelForCausalLM.from_pretrained(tiny_model, quantization_config=bnb_config(bnb_4bit_compute_dtype="float32"),

@@ -7,8 +7,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from trainer import manifest
-from trainer.quant import to_dtype
+from harness_tasks import manifest
+from harness_tasks.quant import to_dtype
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from harness_tasks.quant import bnb_config, to_dtype
 from trainer.config import LoraSection, ModelSection
-from trainer.quant import bnb_config, to_dtype
 
 log = logging.getLogger(__name__)
 

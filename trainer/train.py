@@ -15,9 +15,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from harness_tasks import manifest
 from harness_tasks.data_files import DataFileError
 from harness_tasks.tasks import get_task
-from trainer import manifest, model_card
+from trainer import model_card
 from trainer.config import TrainConfig
 from trainer.data import apply_length_policy, check_lengths, sft_rows
 

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 from harness_tasks.cot_json import filtered_answer
-from trainer.manifest import write_csv_atomic
+from harness_tasks.manifest import write_csv_atomic
+from harness_tasks.tasks import TASKS_DIR
 
-TASKS_DIR = Path(__file__).resolve().parent
 HF_ALIASES = {"hf", "hf-auto", "huggingface"}
 
 

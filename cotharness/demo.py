@@ -1,7 +1,7 @@
 """``cotharness demo``: the whole pipeline on the embedded tiny model, on a CPU, with no API key.
 
 1. base: build the tiny Mistral-architecture model and pre-train it on generic word comparisons
-   (trainer/tiny_pretrain.py says why); kept in ``runs/demo/tiny-base`` and reused.
+   (cotharness/tiny_pretrain.py says why); kept in ``runs/demo/tiny-base`` and reused.
 2. data: train/dev/test splits of the synthetic NLI task (datagen/synthetic_nli.py; test names unseen).
 3. train: LoRA fine-tuning through the real trainer with ``configs/train/demo.yaml``.
 4. evaluate base and fine-tuned with lm-eval ``nli_cot`` on the held-out test split.
@@ -37,8 +37,8 @@ MAX_GEN_TOKS = 96  # the longest gold answer is 61 tokens; an untrained model wo
 
 def build_base(path: Path, seed: int = 0) -> bool:
     """Build and pre-train the base unless ``path`` holds one made with these settings; True if built now."""
-    from trainer.tiny_model import build
-    from trainer.tiny_pretrain import pretrain
+    from cotharness.tiny_model import build
+    from cotharness.tiny_pretrain import pretrain
 
     done = path / "pretrain.json"
     if done.is_file():
@@ -78,7 +78,7 @@ def fine_tune(config: Path, base: Path, data: Path, out: Path, seed: int = 0) ->
 
 
 def evaluate(name: str, model_args: str, test_file: Path, out: Path, limit: int | None) -> Path:
-    from harness_tasks.run_eval import main as run_eval
+    from cotharness.run_eval import main as run_eval
 
     shutil.rmtree(out, ignore_errors=True)  # one results file per run: compare reads the newest
     args = ["--tasks", "nli_cot", "--model_args", f"{model_args},dtype=float32", "--device", "cpu",
@@ -98,14 +98,14 @@ def by_family(runs: list, test_file: Path, out: Path) -> dict:
     Written to ``by_family.json`` and ``by_family.png`` in ``out`` and printed as a table."""
     from rich.table import Table
 
-    from harness_tasks.compare import labels_of
+    from cotharness.compare import labels_of
+    from cotharness.plots import family_bars
     from harness_tasks.data_files import read_rows
-    from harness_tasks.plots import family_bars
-    from trainer.manifest import write_atomic
+    from harness_tasks.manifest import write_atomic
 
     family = {row["id"]: row["family"] for _, row in read_rows(test_file)}
     table = {}
-    for run in runs:  # compare's loaded runs (harness_tasks.compare.Run)
+    for run in runs:  # compare's loaded runs (cotharness.compare.Run)
         counts: dict[str, list[int]] = {}
         for sample in run.samples["nli_cot"].values():
             gold, pred = labels_of(sample)
@@ -130,8 +130,8 @@ def run(out_dir: Path = Path("results/demo"), work: Path = Path("runs/demo"), co
         limit: int | None = None, seed: int = 0) -> int:
     """The whole demo; 0 if fine-tuning passed the criterion above. ``seed`` drives the base's pre-training
     and the fine-tuning (LoRA init, batch order); the data and its held-out test split never change."""
+    from cotharness.compare import compare, print_table
     from datagen.cli import write_synthetic
-    from harness_tasks.compare import compare, print_table
 
     base = work / "tiny-base"
     if build_base(base, seed):

@@ -19,7 +19,7 @@ def tiny_model(
     seed: Annotated[int, typer.Option(help="Seed for the tokenizer corpus and the weights.")] = 0,
 ):
     """Build the embedded default model: a tiny Mistral-architecture LM + BPE tokenizer, offline."""
-    from trainer.tiny_model import build
+    from cotharness.tiny_model import build
 
     path = build(out, hidden_size=hidden_size, layers=layers, intermediate_size=3 * hidden_size, seed=seed)
     typer.echo(f"tiny model written to {path}")
@@ -32,7 +32,7 @@ def eval_(ctx: typer.Context):
 
     Example: cotharness eval --tasks nli_cot --model_args pretrained=DIR,peft=ADAPTER,load_in_4bit=True
     """
-    from harness_tasks.run_eval import main
+    from cotharness.run_eval import main
 
     raise typer.Exit(main(list(ctx.args)))
 
@@ -47,7 +47,7 @@ def demo(
     = Path("configs/train/demo.yaml"),
 ):
     """Data -> LoRA training -> lm-eval on base and fine-tuned -> comparison, on the tiny model (CPU)."""
-    from harness_tasks.demo import run
+    from cotharness.demo import run
 
     raise typer.Exit(run(out_dir=out, work=work, config=config, limit=limit or None, seed=seed))
 
@@ -59,8 +59,8 @@ def compare(
     names: Annotated[str | None, typer.Option(help="Comma-separated display names, one per run.")] = None,
 ):
     """Compare lm-eval runs on the same documents: CIs, deltas, McNemar, confusion matrices, plots."""
-    from harness_tasks.compare import compare as run
-    from harness_tasks.compare import print_table
+    from cotharness.compare import compare as run
+    from cotharness.compare import print_table
 
     report = run(runs, out, names=names.split(",") if names else None)
     print_table(report["rows"])

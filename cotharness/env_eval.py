@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness_tasks.run_eval import main
+from cotharness.run_eval import main
 
 
 def args_from_env(env=os.environ) -> list[str]:

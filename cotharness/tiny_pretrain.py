@@ -58,7 +58,7 @@ def pretrain(model_dir: str | Path, steps: int = 1000, batch_size: int = 32, lin
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from datagen.synthetic_nli import vocabulary
-    from trainer.manifest import write_atomic
+    from harness_tasks.manifest import write_atomic
 
     model_dir = Path(model_dir)
     torch.manual_seed(seed)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness_tasks import manifest
 from harness_tasks.tasks import schema_for
-from trainer import manifest
 
 UNPARSED = "unparsed"
 BOOTSTRAP = 10_000
@@ -120,7 +120,7 @@ def _mcnemar(base_correct: np.ndarray, other_correct: np.ndarray) -> float:
 
 def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, seed: int = 0) -> dict:
     """Write the report to ``out``; returns its ``rows``, per-task ``tasks`` detail and the loaded ``runs``."""
-    from harness_tasks import plots
+    from cotharness import plots
 
     if len(run_dirs) < 1:
         raise ValueError("give at least one lm-eval output directory")
