@@ -54,15 +54,26 @@ def demo(
 
 @app.command()
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="lm-eval --output_path directories; the first is the base.")],
+    runs: Annotated[list[Path], typer.Argument(
+        help="lm-eval --output_path directories, or a teacher's datagen thoughts .jsonl (matched to the first "
+             "directory's documents); the first is the base.")],
     out: Annotated[Path, typer.Option(help="Where summary.{md,csv,json}, manifest.json and PNGs go.")],
     names: Annotated[str | None, typer.Option(help="Comma-separated display names, one per run.")] = None,
+    teacher_task: Annotated[str, typer.Option(
+        help="Task of a thoughts .jsonl that has no <name>.manifest.json beside it.")] = "nli_cot",
 ):
-    """Compare lm-eval runs on the same documents: CIs, deltas, McNemar, confusion matrices, plots."""
+    """Compare lm-eval runs (and a teacher's thoughts file) on the same documents: CIs, deltas, McNemar,
+    confusion matrices, plots."""
     from cotharness.compare import compare as run
     from cotharness.compare import print_table
 
-    report = run(runs, out, names=names.split(",") if names else None)
+    try:
+        report = run(runs, out, names=names.split(",") if names else None, teacher_task=teacher_task)
+    except (FileNotFoundError, ValueError) as err:  # the user's paths or files; bugs keep their traceback
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    for note in report["notes"]:
+        typer.echo(f"note: {note}", err=True)
     print_table(report["rows"])
     typer.echo(f"report written to {out}/summary.md")
 
@@ -81,3 +92,7 @@ _register_subcommands()
 
 def main():
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,8 @@ Reads each run's ``results_*.json`` and ``samples_<task>_*.jsonl`` (``--log_samp
 models on the documents they share, and reports per task and metric: value with a 95% bootstrap CI,
 the delta against the first model (the base), a paired McNemar test on per-document correctness,
 parse-failure rate, mean generated tokens and wall time, per-class accuracy and confusion matrices.
+A datagen thoughts ``.jsonl`` may stand in for a run: the teacher model's answers on the same
+documents (``cotharness.teacher_run``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from harness_tasks.tasks import schema_for
 
 UNPARSED = "unparsed"
 BOOTSTRAP = 10_000
+SERVER_COUNTS = "the teacher's API server (meta.thoughts.tokens_out, all attempts of a row)"
 
 
 @dataclass
@@ -27,6 +30,7 @@ class Run:
     name: str
     results: dict
     samples: dict[str, dict[int, dict]] = field(default_factory=dict)  # task -> doc_id -> sample
+    teacher: dict | None = None  # a teacher thoughts file's provenance (see cotharness.teacher_run)
 
 
 def load_run(path: Path, name: str | None = None) -> Run:
@@ -60,15 +64,29 @@ def labels_of(sample: dict) -> tuple:
 
 
 def _tokens(runs: list[Run]):
-    """A tokenizer for counting generated tokens: the first run's model, if it can be loaded locally."""
+    """(count, name): a tokenizer for counting generated tokens, the first lm-eval run's model, if it
+    can be loaded locally; (None, None) otherwise."""
     try:
         from transformers import AutoTokenizer
 
-        pretrained = runs[0].results["config"]["model_args"]["pretrained"]
+        pretrained = next(r for r in runs if r.teacher is None).results["config"]["model_args"]["pretrained"]
         tok = AutoTokenizer.from_pretrained(pretrained)
-        return lambda text: len(tok(text, add_special_tokens=False).input_ids)
-    except Exception:  # no local tokenizer (hub id offline, custom model): count words instead
-        return None
+        return (lambda text: len(tok(text, add_special_tokens=False).input_ids)), f"tokenizer of {pretrained}"
+    except Exception:  # no local tokenizer (hub id offline, custom model): no counts
+        return None, None
+
+
+def _mean_tokens(samples: list[dict], count_tokens, counted_by) -> tuple[float | None, str | None]:
+    """Mean generated tokens and who counted them; a teacher's own server counts where it has them."""
+    if all("teacher" in s for s in samples):  # answered rows only: a failed row generated no answer
+        samples = [s for s in samples if s["teacher"]["answered"]]
+        served = [s["teacher"]["tokens_out"] for s in samples if s["teacher"]["tokens_out"] is not None]
+        if served:
+            return float(np.mean(served)), SERVER_COUNTS
+    resps = [s["resps"][0][0] for s in samples if isinstance(s["resps"][0][0], str)]
+    if resps and count_tokens:
+        return float(np.mean([count_tokens(t) for t in resps])), counted_by
+    return None, None
 
 
 def _bootstrap(stat, n: int, rng: np.random.Generator) -> tuple[float, float]:
@@ -118,22 +136,44 @@ def _mcnemar(base_correct: np.ndarray, other_correct: np.ndarray) -> float:
     return float(mcnemar([[0, b], [c, 0]], exact=b + c < 25).pvalue)
 
 
-def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, seed: int = 0) -> dict:
-    """Write the report to ``out``; returns its ``rows``, per-task ``tasks`` detail and the loaded ``runs``."""
+def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, seed: int = 0,
+            teacher_task: str = "nli_cot") -> dict:
+    """Write the report to ``out``; returns its ``rows``, per-task ``tasks`` detail, the loaded ``runs``
+    and ``notes`` (one line each, e.g. documents a teacher file lacks).
+
+    A ``.jsonl`` in ``run_dirs`` is a teacher thoughts file, matched to the first lm-eval run's
+    documents; its task is its manifest's, else ``teacher_task``.
+    """
     from cotharness import plots
+    from cotharness.teacher_run import load_teacher
 
     if len(run_dirs) < 1:
         raise ValueError("give at least one lm-eval output directory")
     if names and len(names) != len(run_dirs):
         raise ValueError(f"--names has {len(names)} names for {len(run_dirs)} runs")
-    runs = [load_run(Path(d), names[i] if names else None) for i, d in enumerate(run_dirs)]
+    paths = [Path(d) for d in run_dirs]
+    is_teacher = [p.suffix == ".jsonl" for p in paths]
+    for p in paths:
+        if p.is_file() and p.suffix != ".jsonl":
+            raise ValueError(f"{p}: neither an lm-eval output directory nor a .jsonl thoughts file")
+    if all(is_teacher):
+        raise ValueError("a teacher thoughts file is compared on the documents of an lm-eval run: "
+                         "give at least one lm-eval output directory")
+    runs: list[Run | None] = [None if t else load_run(p, names[i] if names else None)
+                              for i, (p, t) in enumerate(zip(paths, is_teacher, strict=True))]
+    reference = next(r for r in runs if r is not None)
+    runs = [r or load_teacher(p, reference, names[i] if names else None, teacher_task)
+            for i, (r, p) in enumerate(zip(runs, paths, strict=True))]
     if len({r.name for r in runs}) < len(runs):  # same adapter name twice: fall back to directories
         for r, d in zip(runs, run_dirs, strict=True):
             r.name = Path(d).name
+    notes = [f"{r.name}: {r.teacher['path']} lacks {n['missing']} of the {n['matched'] + n['missing']} "
+             f"{task} documents of {r.teacher['reference_run']}; they are left out of the comparison"
+             for r in runs if r.teacher for task, n in r.teacher["documents"].items() if n["missing"]]
     tasks = [t for t in runs[0].samples if all(t in r.samples for r in runs)]
     if not tasks:
         raise ValueError("the runs share no task")
-    count_tokens = _tokens(runs)
+    count_tokens, counted_by = _tokens(runs)
     rows, details, base_values = [], {}, {}
     for task in tasks:
         shared = sorted(set.intersection(*(set(r.samples[task]) for r in runs)))
@@ -157,9 +197,7 @@ def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, see
             correct = gold == pred
             p_value = None if base_correct is None else _mcnemar(base_correct, correct)
             base_correct = correct if base_correct is None else base_correct
-            resps = [r.samples[task][d]["resps"][0][0] for d in shared
-                     if isinstance(r.samples[task][d]["resps"][0][0], str)]
-            mean_tokens = (float(np.mean([count_tokens(t) for t in resps])) if resps and count_tokens else None)
+            mean_tokens, tokens_by = _mean_tokens([r.samples[task][d] for d in shared], count_tokens, counted_by)
             for metric, (value, lo, hi) in stats.items():
                 base_value = base_values.get((task, metric))
                 rows.append({"model": r.name, "task": task, "metric": metric, "value": value, "ci_low": lo,
@@ -172,6 +210,7 @@ def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, see
                               "matrix": [[int(((gold == g) & (pred == p)).sum()) for p in labels] for g in classes],
                               "gold_labels": classes},
                 "mean_generated_tokens": mean_tokens,
+                "generated_tokens_counted_by": tokens_by,
                 "wall_seconds": float(r.results.get("total_evaluation_time_seconds") or 0) or None,
             }
         details[task] = task_detail
@@ -179,7 +218,7 @@ def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, see
     _write(out, rows, details, runs)
     plots.confusion_matrices(details, out)
     plots.grouped_bars(rows, out)
-    return {"rows": rows, "tasks": details, "runs": runs}
+    return {"rows": rows, "tasks": details, "runs": runs, "notes": notes}
 
 
 def _write(out: Path, rows: list[dict], tasks: dict, runs: list[Run]) -> None:
@@ -187,7 +226,8 @@ def _write(out: Path, rows: list[dict], tasks: dict, runs: list[Run]) -> None:
     manifest.write_atomic(out / "summary.json", json.dumps([{k: r[k] for k in keep} | {
         "delta_vs_base": r["delta_vs_base"], "mcnemar_p": r["mcnemar_p"], "n": r["n"]} for r in rows], indent=2))
     manifest.write_csv_atomic(out / "summary.csv", rows, list(rows[0]) if rows else list(keep))
-    meta = {"runs": [{"name": r.name, "model_args": r.results.get("config", {}).get("model_args"),
+    meta = {"runs": [{"name": r.name, "teacher": r.teacher} if r.teacher else
+                     {"name": r.name, "model_args": r.results.get("config", {}).get("model_args"),
                       "lm_eval_version": r.results.get("lm_eval_version"), "date": r.results.get("date")}
                      for r in runs],
             "tasks": tasks, "versions": manifest.package_versions(), "git": manifest.git_commit(),
@@ -218,6 +258,10 @@ def markdown(rows: list[dict], tasks: dict, meta: dict) -> str:
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {_fmt(by['acc']['delta_vs_base'])} | "
                          f"{_fmt(by['acc']['mcnemar_p'], pct=False)} | {_fmt(d['mean_generated_tokens'], False)} | "
                          f"{_fmt(d['wall_seconds'], False)} |")
+        counted_by = {m: detail["models"][m].get("generated_tokens_counted_by") for m in models}
+        if SERVER_COUNTS in counted_by.values():  # not the tokenizer the other models were counted with
+            lines += ["", "Generated tokens counted by: "
+                      + "; ".join(f"{m}: {by}" for m, by in counted_by.items() if by) + "."]
         lines += ["", "Confusion matrices (rows: gold, columns: predicted):", ""]
         for m in models:
             conf = detail["models"][m]["confusion"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]"]
+TOKENIZER_TEMPLATES = ("nli_cot", "nli_direct")
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
     "[INST] {{ message['content'] }} [/INST]{% else %}{{ message['content'] }}{{ eos_token }}"
@@ -30,8 +31,9 @@ def corpus(n_rows: int = 600, seed: int = 0) -> list[str]:
         for row in generate(split, n_rows, seed):
             texts.append(task.prompt(row))
             texts.append(task.answer(row["thought_process"], row["label"]))
-    for path in sorted(prompts.TEMPLATE_DIR.glob("*.j2")):
-        texts.append(path.read_text(encoding="utf-8"))
+    # A fixed list, not every template: a new prompt file must not change the embedded model.
+    for name in TOKENIZER_TEMPLATES:
+        texts.append(prompts.template_path(name).read_text(encoding="utf-8"))
     return texts
 
 

@@ -10,6 +10,112 @@ import typer
 
 app = typer.Typer(no_args_is_help=True, help="Generate training and evaluation data.")
 
+# Options shared by the teacher stages (thoughts, score, reflect).
+Input = Annotated[Path, typer.Option(help="Rows to process (CSV/JSONL; score/reflect: a thoughts file).")]
+Out = Annotated[Path, typer.Option(help="Output JSONL; rerun with the same --out to resume.")]
+Backend = Annotated[str, typer.Option(help="mistral | mistral-batch (Batch API, half price) | hf (local model).")]
+ServerUrl = Annotated[str | None, typer.Option(help="Any server with Mistral/OpenAI chat completions, e.g. "
+                                                    "http://localhost:8000 (vLLM, llama.cpp); default: the Mistral API.")]
+Concurrency = Annotated[int, typer.Option(min=1, help="Requests in flight (hf: also the batch size).")]
+Limit = Annotated[int | None, typer.Option(min=1, help="Only the first N input rows.")]
+DryRun = Annotated[bool, typer.Option(help="Print the first request and a token/cost estimate; send nothing.")]
+Task = Annotated[str, typer.Option(help="Task folder under harness_tasks/ (prompt and answer schema).")]
+Temperature = Annotated[float, typer.Option(min=0, help="Sampling temperature (0: greedy).")]
+TopP = Annotated[float | None, typer.Option(help="Nucleus sampling.")]
+MaxTokens = Annotated[int, typer.Option(min=1, help="Most tokens per answer.")]
+Seed = Annotated[int | None, typer.Option(help="random_seed sent with each request (reproducible sampling).")]
+Format = Annotated[str, typer.Option(help="json_object (JSON mode) | json_schema (structured output, where the "
+                                          "model supports it: fewer re-prompts) | none.")]
+Timeout = Annotated[float, typer.Option(min=1, help="Seconds per request before it is retried.")]
+Rpm = Annotated[int | None, typer.Option(min=1, help="Requests per minute at most.")]
+Tpm = Annotated[int | None, typer.Option(min=1, help="Tokens per minute at most (estimated before sending).")]
+Reprompts = Annotated[int, typer.Option(min=0, help="Re-prompts with the error after an invalid answer.")]
+Retries = Annotated[int, typer.Option(min=0, help="Retries of a 429/5xx/timeout (exponential backoff, "
+                                                  "Retry-After honoured).")]
+MaxCost = Annotated[float | None, typer.Option(help="Stop before spending more than this many USD (this run).")]
+RetryFailed = Annotated[bool, typer.Option(help="Try rows that failed in an earlier run again.")]
+RedoChanged = Annotated[bool, typer.Option(help="Replace rows made with a different prompt/model/parameters.")]
+Prices = Annotated[Path | None, typer.Option(help="Price table (default configs/datagen/prices.yaml).")]
+Adapter = Annotated[Path | None, typer.Option(help="hf: a PEFT adapter on top of --model.")]
+FourBit = Annotated[bool, typer.Option(help="hf: load --model in 4-bit NF4.")]
+Device = Annotated[str | None, typer.Option(help="hf: cuda, cuda:1, cpu (default: cuda if available).")]
+Poll = Annotated[float, typer.Option(min=0.01, help="mistral-batch: seconds between job status checks.")]
+
+
+def _stage(stage: str, **kw) -> None:
+    from datagen.pipeline import StageRun
+    from datagen.runner import Options
+
+    options = Options(**{k: kw.pop(k) for k in ("concurrency", "rpm", "tpm", "max_reprompts", "max_retries",
+                                                 "max_cost", "retry_failed", "redo_changed")})
+    backend_args = {"hf": {"adapter": kw.pop("adapter"), "load_in_4bit": kw.pop("load_in_4bit"),
+                           "device": kw.pop("device"), "batch_size": options.concurrency},
+                    "mistral-batch": {"poll_interval": kw.pop("poll_interval")}}.get(kw["backend"], {})
+    for k in ("adapter", "load_in_4bit", "device", "poll_interval"):
+        kw.pop(k, None)
+    run_or_exit(StageRun(stage=stage, options=options, backend_args=backend_args, **kw))
+
+
+def run_or_exit(cfg) -> None:
+    """Run a stage; a user's mistake or an outside failure ends in one line, not a traceback."""
+    from datagen.backends.base import FatalBackendError
+    from datagen.pipeline import UsageError, run
+    from datagen.runner import ChangedRequestsError
+    from datagen.secrets import MissingKeyError, redact
+    from datagen.store import OutputLockedError
+    from harness_tasks.data_files import DataFileError
+
+    try:
+        tally = run(cfg)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished rows are saved; rerun the same command to continue", err=True)
+        raise typer.Exit(130) from None
+    except (UsageError, DataFileError, ChangedRequestsError, MissingKeyError, OutputLockedError,
+            FatalBackendError, FileNotFoundError) as err:
+        typer.echo(f"error: {redact(str(err))}", err=True)
+        raise typer.Exit(2) from None
+    if tally.stopped:
+        raise typer.Exit(3)
+
+
+def _teacher_command(stage_name: str, default_model: str, doc: str):
+    def command(
+        input: Input, out: Out, model: Annotated[str, typer.Option(help="Model name.")] = default_model,
+        backend: Backend = "mistral", server_url: ServerUrl = None, concurrency: Concurrency = 8,
+        limit: Limit = None, dry_run: DryRun = False, task: Task = "nli_cot",
+        temperature: Temperature = 0.0, top_p: TopP = None, max_tokens: MaxTokens = 1024, seed: Seed = 0,
+        response_format: Format = "json_object", timeout: Timeout = 120.0, rpm: Rpm = None, tpm: Tpm = None,
+        max_reprompts: Reprompts = 2, max_retries: Retries = 6, max_cost: MaxCost = None,
+        retry_failed: RetryFailed = False, redo_changed: RedoChanged = False, prices: Prices = None,
+        adapter: Adapter = None, load_in_4bit: FourBit = False, device: Device = None, poll_interval: Poll = 30.0,
+        label_column: Annotated[str, typer.Option(help="thoughts: the gold label's column (if any).")] = "label",
+    ):
+        kw = dict(locals())
+        kw.pop("stage_name", None)  # a closure variable, which locals() includes
+        _stage(stage_name, **kw)
+
+    command.__doc__ = doc
+    return command
+
+
+app.command("thoughts")(_teacher_command(
+    "thoughts", "open-mistral-7b",
+    "A teacher answers each row with {thought_process, predicted_label} (resumable; failures recorded)."))
+app.command("score")(_teacher_command(
+    "score", "mistral-large-latest", "A judge rates each thought 1-5 and may improve it."))
+app.command("reflect")(_teacher_command(
+    "reflect", "mistral-large-latest",
+    "For rows the teacher got wrong, a stronger model is told the true label and corrects the reasoning."))
+
+
+def _prepare_command():
+    from datagen.prepare import command
+
+    return command
+
+
+app.command("prepare")(_prepare_command())
+
 
 @app.command()
 def synthetic(

@@ -47,10 +47,11 @@ def read_rows(path: str | Path) -> list[tuple[int, dict]]:
 
 
 def load_task_rows(path: str | Path, fields: Iterable[str], labels: Iterable[Hashable],
-                   label_column: str = "label") -> list[dict]:
+                   label_column: str = "label", keep_columns: bool = False) -> list[dict]:
     """Validated rows ``{id, <fields>, label}``; ``label`` is None where the file has none.
 
     Files without a label column (hidden test sets) are fine: those rows get predictions only.
+    ``keep_columns`` keeps the file's other columns too (after the fields, before ``label``).
     """
     path, fields, labels = Path(path), tuple(fields), list(labels)
     rows = read_rows(path)
@@ -71,8 +72,9 @@ def load_task_rows(path: str | Path, fields: Iterable[str], labels: Iterable[Has
             if label is None:
                 raise DataFileError(f"{where}: {label_column}={row[label_column]!r} is not one of {labels}")
         rid = row.get("id")
+        extra = {c: v for c, v in row.items() if c not in (*fields, "id", label_column)} if keep_columns else {}
         out.append({"id": str(rid) if rid not in (None, "") else str(len(out)),
-                    **{c: row[c] for c in fields}, "label": label})
+                    **{c: row[c] for c in fields}, **extra, "label": label})
     return out
 
 

@@ -1,8 +1,8 @@
 """The answer schema of a task: JSON keys and label set, written once.
 
-The parser, the metrics, the prompt templates and the SFT data preparers all read the schema of a
-task from its folder (``harness_tasks/<task>/utils.py: SCHEMA``), so a key or a label name is
-never spelled twice.
+The parser, the metrics, the prompt templates, the SFT data preparers and the datagen validators
+all read the schema of a task from its folder (``harness_tasks/<task>/utils.py: SCHEMA``), so a key
+or a label name is never spelled twice.
 """
 
 from __future__ import annotations
@@ -68,3 +68,35 @@ class AnswerSchema:
     def template_fields(self) -> dict:
         """What a prompt template needs to spell the answer format."""
         return {"thought_key": self.thought_key, "label_key": self.label_key, "labels": list(self.labels)}
+
+    def label_field(self):
+        """A pydantic field type for a label: ids, names and synonyms in, the label id out."""
+        from typing import Annotated, Literal
+
+        from pydantic import BeforeValidator
+
+        def check(value):
+            label = self.to_label(value)
+            if label is None:
+                raise ValueError(f"{value!r} is not one of {list(self.labels)}")
+            return label
+
+        return Annotated[Literal[tuple(self.labels)], BeforeValidator(check)]
+
+    def answer_model(self):
+        """The pydantic model of a valid answer: a non-empty thought and one of our labels.
+
+        Validates teacher answers in datagen; its JSON schema is what structured-output requests send.
+        """
+        model = self.__dict__.get("_answer_model")
+        if model is None:
+            from pydantic import AliasChoices, ConfigDict, Field, create_model
+
+            model = create_model(
+                "Answer", __config__=ConfigDict(extra="ignore", str_strip_whitespace=True),
+                **{self.thought_key: (str, Field(min_length=1,
+                                                 validation_alias=AliasChoices(*self.thought_keys))),
+                   self.label_key: (self.label_field(), Field(validation_alias=AliasChoices(*self.label_keys)))},
+            )
+            object.__setattr__(self, "_answer_model", model)
+        return model

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,14 +25,19 @@ class TaskSpec:
     template: str
     fields: tuple[str, ...]
     schema: AnswerSchema
+    example: Mapping | None = None
+    """a worked example (the fields, ``thought_process`` and ``label``) that teacher prompts show"""
 
-    def prompt(self, row: dict) -> str:
-        """The full model input (instruction-wrapped), identical for training and evaluation."""
+    def text(self, row: dict) -> str:
+        """The task text for ``row`` without the instruction wrapper (what an API teacher is sent)."""
         missing = [f for f in self.fields if f not in row]
         if missing:
             raise KeyError(f"task {self.name}: row lacks field(s) {missing}")
-        return prompts.instruction_prompt(self.template, **{f: row[f] for f in self.fields},
-                                          **self.schema.template_fields())
+        return prompts.render(self.template, **{f: row[f] for f in self.fields}, **self.schema.template_fields())
+
+    def prompt(self, row: dict) -> str:
+        """The full model input (instruction-wrapped), identical for training and evaluation."""
+        return prompts.wrap_instruction(self.text(row))
 
     def answer(self, thought: str, label) -> str:
         """The target answer text: reasoning first, then the label (no EOS; the trainer adds it)."""

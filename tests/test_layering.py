@@ -3,6 +3,7 @@
 import ast
 
 import pytest
+
 from conftest import REPO
 
 # package -> the project packages it may import

@@ -32,3 +32,13 @@ def test_instruction_format_and_bos(tiny_model):
     # byte-level BPE: text the tokenizer never saw round-trips, nothing becomes <unk>
     assert tok.decode(ids, skip_special_tokens=True) == " Is it raining? Zürich, 東京 "
     assert tok.unk_token_id not in ids
+
+
+def test_tokenizer_does_not_change_when_prompts_are_added():
+    """The demo's published figures come from this exact tokenizer; new prompt files (datagen's) or
+    other edits outside its corpus must not change it. Update the digest only on purpose."""
+    from cotharness.tiny_model import build_tokenizer
+
+    vocab = build_tokenizer().backend_tokenizer.to_str()
+    assert hashlib.sha256(vocab.encode()).hexdigest() == (
+        "dfc8a2922d91146cf077bf6625b98b83a4126942c916abf47b72a71925ed41a7")

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from harness_tasks.yaml_files import YamlFileError, merge, read_yaml
+
 
 class ConfigError(ValueError):
     pass
@@ -101,32 +103,6 @@ def _suggest(key: str, valid) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
-    """The config at ``path`` merged over its ``base:`` chain."""
-    path = path.resolve()
-    if path in _seen:
-        raise ConfigError(f"{path}: circular base: chain {' -> '.join(map(str, _seen + (path,)))}")
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    base = data.pop("base", None)
-    if base is None:
-        return data
-    return _merge(read_yaml(path.parent / base, _seen + (path,)), data)
-
-
 def parse_set(assignments: list[str]) -> dict:
     """``["training.learning_rate=1e-4", ...]`` -> nested dict; values are read as YAML scalars."""
     out: dict = {}
@@ -144,8 +120,11 @@ def parse_set(assignments: list[str]) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
-    data = read_yaml(Path(path)) if path else {}
-    data = _merge(data, overrides or {})
+    try:
+        data = read_yaml(Path(path)) if path else {}
+    except YamlFileError as err:
+        raise ConfigError(str(err)) from None
+    data = merge(data, overrides or {})
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as err:

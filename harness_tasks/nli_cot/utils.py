@@ -26,7 +26,17 @@ SCHEMA = AnswerSchema(
                     "no entail": 0, "not_entailment": 0},
 )
 FIELDS = ("premise", "hypothesis")
-TASK = TaskSpec(name="nli_cot", template="nli_cot", fields=FIELDS, schema=SCHEMA)
+# The worked example teacher models are shown (datagen); made up for this project.
+EXAMPLE = {
+    "premise": "Every bakery on Elm Street opens before seven, and Rosa's is a bakery on Elm Street.",
+    "hypothesis": "Rosa's opens before seven.",
+    "thought_process": "Step 1: The premise says that every bakery on Elm Street opens before seven and that "
+                       "Rosa's is one of them. Step 2: The hypothesis claims that Rosa's opens before seven. "
+                       "Step 3: What holds for every bakery on Elm Street holds for Rosa's, so the premise "
+                       "guarantees the hypothesis.",
+    "label": 1,
+}
+TASK = TaskSpec(name="nli_cot", template="nli_cot", fields=FIELDS, schema=SCHEMA, example=EXAMPLE)
 DIRECT_TEMPLATE = "nli_direct"
 DIRECT_CHOICES = {0: "no", 1: "yes"}  # answer word per label for nli_direct
 SAMPLE_FILE = Path(__file__).resolve().parent / "data" / "sample.jsonl"

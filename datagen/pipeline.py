@@ -1,0 +1,234 @@
+"""One invocation of a teacher stage, from the command line's settings to the closing summary.
+
+Reads and validates the input, opens (locks, repairs) the output, plans the requests, runs them on
+the chosen backend, rewrites the output with one row per id, writes ``<out>.manifest.json`` and
+prints the summary. ``dry_run`` stops after planning: it prints the first request and an estimate
+of the tokens and the cost, and sends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rich.table import Table
+
+import prompts
+from datagen import runner
+from datagen.backends import BACKENDS, make_backend
+from datagen.pricing import Price, estimate_tokens, price_for
+from datagen.runner import Budget, Item, Options, Recorder, Tally, console
+from datagen.secrets import redact
+from datagen.stages import STAGES, Stage, input_rows
+from datagen.store import JsonlStore, row_key
+from harness_tasks import manifest
+from harness_tasks.tasks import get_task
+
+STAGE_TEMPLATES = {"thoughts": ("teacher_system",), "score": ("judge_system", "judge_user"),
+                   "reflect": ("reflect_system", "reflect_user")}
+TYPICAL_ANSWER_TOKENS = 250  # dry-run estimate before any answer of this run exists
+
+
+class UsageError(Exception):
+    """A setting that cannot work; the message says what to change."""
+
+
+@dataclass
+class StageRun:
+    stage: str
+    input: Path
+    out: Path
+    model: str
+    backend: str = "mistral"
+    task: str = "nli_cot"
+    server_url: str | None = None
+    label_column: str = "label"
+    limit: int | None = None
+    dry_run: bool = False
+    temperature: float = 0.0
+    top_p: float | None = None
+    max_tokens: int = 1024
+    seed: int | None = 0
+    response_format: str = "json_object"
+    """json_object | json_schema | none"""
+    timeout: float = 120.0
+    prices: Path | None = None
+    backend_args: dict = field(default_factory=dict)
+    """backend-specific settings: hf (adapter, batch_size, load_in_4bit, device), batch (poll_interval)"""
+    options: Options = field(default_factory=Options)
+
+
+def manifest_path(out: Path) -> Path:
+    return out.with_name(out.name.removesuffix(".jsonl") + ".manifest.json")
+
+
+def response_format(kind: str, stage: Stage) -> dict | None:
+    if kind == "none":
+        return None
+    if kind == "json_schema":  # structured output: the server constrains decoding to our schema
+        return {"type": "json_schema", "json_schema": {"name": f"cotharness_{stage.name}",
+                                                        "schema": stage.answer_model.model_json_schema(),
+                                                        "strict": True}}
+    return {"type": "json_object"}
+
+
+def params(cfg: StageRun) -> dict:
+    out = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
+    if cfg.top_p is not None:
+        out["top_p"] = cfg.top_p
+    if cfg.seed is not None:
+        out["random_seed"] = cfg.seed
+    return out
+
+
+def run(cfg: StageRun) -> Tally:
+    """Run one stage; returns what it did (also printed and recorded in the manifest)."""
+    from datagen.backends import endpoint
+
+    try:
+        task = get_task(cfg.task)
+    except KeyError as err:
+        raise UsageError(f"--task: {err.args[0]}") from None
+    if cfg.response_format not in ("json_object", "json_schema", "none"):
+        raise UsageError(f"--response-format {cfg.response_format!r}: use json_object, json_schema or none")
+    if cfg.backend not in BACKENDS:
+        raise UsageError(f"--backend {cfg.backend!r}: use one of {', '.join(BACKENDS)}")
+    stage = STAGES[cfg.stage](task)
+    rows = input_rows(cfg.stage, cfg.input, task, cfg.label_column)[: cfg.limit]
+    price = price_for(cfg.model, cfg.backend, cfg.prices)
+    if cfg.options.max_cost is not None and price is None:
+        raise UsageError(f"--max-cost needs the price of {cfg.model!r}: add it to "
+                         f"{cfg.prices or 'configs/datagen/prices.yaml'} or pass --prices FILE")
+    tally, fmt = Tally(), response_format(cfg.response_format, stage)
+    where = endpoint(cfg.backend, cfg.model, cfg.server_url, cfg.backend_args)
+    if cfg.dry_run:
+        store = JsonlStore(cfg.out)
+        store.rows = JsonlStore.read(cfg.out) if cfg.out.exists() else {}
+        items = runner.plan(stage, rows, store, where, cfg.model, fmt, params(cfg), cfg.options, tally)
+        print_dry_run(cfg, items, tally, price, store)
+        return tally
+
+    started = time.monotonic()
+    with JsonlStore(cfg.out) as store:
+        if store.torn:
+            console.print(f"[yellow]{cfg.out}: cut off a torn last line ({store.torn} bytes) left by a killed run")
+        items = runner.plan(stage, rows, store, where, cfg.model, fmt, params(cfg), cfg.options, tally)
+        progress, update = runner.progress_bar(cfg.stage, len(items))
+        recorder = Recorder(stage, store, cfg.backend, tally, price, on_row=lambda: update(tally))
+        budget = Budget(cfg.options.max_cost, price)
+        error = None
+        try:
+            with progress:
+                if items:
+                    asyncio.run(_execute(cfg, items, recorder, budget))
+        except BaseException as err:  # noqa: BLE001 - recorded, then raised again after the summary
+            error = err
+            tally.stopped = tally.stopped or _why(err)
+        finally:
+            store.compact([row_key(r) for r in rows])
+            _write_manifest(cfg, stage, store, tally, price, where, runner.elapsed(started))
+        print_summary(cfg, tally, price, runner.elapsed(started), store)
+        if error is not None:
+            raise error
+    return tally
+
+
+async def _execute(cfg: StageRun, items: list[Item], recorder: Recorder, budget: Budget) -> None:
+    if cfg.backend == "mistral-batch":
+        from datagen.backends.mistral_batch import run_batch
+
+        await run_batch(cfg, items, recorder, budget)
+        return
+    backend = make_backend(cfg.backend, cfg.model, cfg.server_url, cfg.timeout, cfg.backend_args,
+                           cfg.options.concurrency)
+    try:
+        await runner.run_live(items, backend, recorder, cfg.options, budget)
+    finally:
+        await backend.aclose()
+
+
+def _why(err: BaseException) -> str:
+    if isinstance(err, KeyboardInterrupt | asyncio.CancelledError):
+        return "interrupted"
+    return redact(str(err)) or type(err).__name__
+
+
+def _write_manifest(cfg: StageRun, stage: Stage, store: JsonlStore, tally: Tally, price: Price | None,
+                    where: str, wall: float) -> None:
+    path = manifest_path(cfg.out)
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    statuses = [r.get("meta", {}).get(cfg.stage, {}).get("status") for r in store.rows.values()]
+    templates = (*STAGE_TEMPLATES[cfg.stage], stage.task.template)
+    data = {
+        "stage": cfg.stage, "task": stage.task.name, "backend": cfg.backend, "model": cfg.model,
+        "endpoint": redact(where),
+        "request": {"response_format": cfg.response_format, **params(cfg), "max_reprompts": cfg.options.max_reprompts},
+        "prompts": {name: prompts.template_hash(name) for name in templates},
+        "input": {"path": str(cfg.input), "sha256": manifest.sha256_file(cfg.input), "rows": tally.rows},
+        "output": {"path": str(cfg.out), "rows": len(store.rows), "ok": statuses.count("ok"),
+                   "failed": statuses.count("failed")},
+        "price": asdict(price) if price else None,
+        "versions": manifest.package_versions(), "git": manifest.git_commit(),
+        "runs": [*previous.get("runs", []), {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_seconds": wall,
+                                             **_tally_dict(tally)}],
+    }
+    manifest.write_atomic(path, json.dumps(data, indent=2, default=str))
+
+
+def _tally_dict(tally: Tally) -> dict:
+    out = asdict(tally)
+    out["failures"] = [{"id": i, "error": e} for i, e in tally.failures]
+    out["not_run"] = tally.not_run
+    return out
+
+
+def print_summary(cfg: StageRun, tally: Tally, price: Price | None, wall: float, store: JsonlStore) -> None:
+    table = Table(title=f"datagen {cfg.stage}: {cfg.model} ({cfg.backend}) -> {cfg.out}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("rows", f"{tally.rows} in the input; {tally.not_selected} not for this stage, "
+                          f"{tally.done_before} done and {tally.failed_before} failed earlier (skipped)")
+    table.add_row("this run", f"done {tally.done}, failed {tally.failed}, not run {tally.not_run}")
+    table.add_row("re-prompts", f"{tally.reprompts} (repaired JSON accepted: {tally.repaired})")
+    table.add_row("retries", f"{tally.retries} (429, 5xx, timeouts)")
+    table.add_row("tokens", f"{tally.tokens_in:,} in, {tally.tokens_out:,} out")
+    table.add_row("cost", f"${tally.cost:.4f} at {price.describe()}" if price else
+                  f"unknown: {cfg.model} is not in the price table")
+    rate = (tally.done + tally.failed) / wall if wall else 0
+    table.add_row("wall time", f"{wall:.1f} s ({rate:.2f} rows/s)")
+    statuses = [r.get("meta", {}).get(cfg.stage, {}).get("status") for r in store.rows.values()]
+    table.add_row("output", f"{len(store.rows)} rows: {statuses.count('ok')} ok, {statuses.count('failed')} failed")
+    console.print(table)
+    for row_id, error in tally.failures[:20]:
+        console.print(f"[red]failed[/] id {row_id}: {error}", markup=True, highlight=False)
+    if len(tally.failures) > 20:
+        console.print(f"... and {len(tally.failures) - 20} more (listed in {manifest_path(cfg.out)})")
+    if tally.failures or tally.failed_before:
+        console.print("rerun with --retry-failed to try the failed rows again")
+    if tally.stopped:
+        console.print(f"[yellow]stopped: {tally.stopped}; rerun the same command to continue")
+
+
+def print_dry_run(cfg: StageRun, items: list[Item], tally: Tally, price: Price | None, store: JsonlStore) -> None:
+    if items:
+        console.print("[bold]first request[/] (of this run):")
+        console.print_json(json.dumps(items[0].request.body(), ensure_ascii=False))
+    done = [r["meta"][cfg.stage] for r in store.rows.values()
+            if r.get("meta", {}).get(cfg.stage, {}).get("status") == "ok"]
+    per_row_out = (sum(m["tokens_out"] for m in done) / len(done)) if done else TYPICAL_ANSWER_TOKENS
+    tokens_in = sum(estimate_tokens("".join(m["content"] for m in i.request.messages)) for i in items)
+    tokens_out = int(per_row_out * len(items))
+    worst_out = cfg.max_tokens * len(items)
+    console.print(f"{len(items)} request(s) to send ({tally.rows} rows; {tally.not_selected} not for this stage, "
+                  f"{tally.done_before} done, {tally.failed_before} failed earlier)")
+    basis = "mean of this output's answers" if done else "a typical CoT answer"
+    console.print(f"tokens: ~{tokens_in:,} in (at most; 1 token per 3 characters), ~{tokens_out:,} out "
+                  f"({per_row_out:.0f} per row: {basis}; at most {worst_out:,}), before any re-prompt")
+    if price is None:
+        console.print(f"cost: unknown ({cfg.model} is not in the price table)")
+    else:
+        console.print(f"cost: ~${price.cost(tokens_in, tokens_out):.4f}, at most ${price.cost(tokens_in, worst_out):.4f} "
+                      f"({price.describe()})")

@@ -1,0 +1,164 @@
+"""The three teacher stages: what each one asks, which rows it asks about, and what it keeps.
+
+- ``thoughts``: a teacher answers each task row with its reasoning and a label;
+- ``score``: a judge rates each reasoning 1-5 and may improve it;
+- ``reflect``: for rows the teacher got wrong, a stronger model is told the true label and writes
+  an error analysis and an improved reasoning that reaches it.
+
+Prompts come from ``prompts/`` and the JSON keys and labels from the task's ``AnswerSchema``, so a new
+task gets all three stages from its folder and template alone. Each output row is its input row
+plus the stage's fields, with how it was made under ``meta.<stage>``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+import prompts
+from datagen.answers import InvalidAnswer
+from harness_tasks.data_files import DataFileError, load_task_rows, read_rows
+from harness_tasks.tasks import TaskSpec
+
+SCORES = (1, 2, 3, 4, 5)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    task: TaskSpec
+    system: str
+    """the system prompt (the same for every row)"""
+    user: Callable[[dict], str]
+    answer_model: type[BaseModel]
+    result: Callable[[dict, BaseModel], dict]
+    """output fields from (input row, validated answer)"""
+    empty: dict
+    """the same fields for a row that failed"""
+    wanted: Callable[[dict], bool] = lambda row: True
+    check: Callable[[dict, BaseModel], None] = lambda row, answer: None
+    """a further check of a valid answer against its row; raises InvalidAnswer"""
+
+    def messages(self, row: dict) -> tuple[dict, ...]:
+        return ({"role": "system", "content": self.system}, {"role": "user", "content": self.user(row)})
+
+
+def _model(name: str, **fields) -> type[BaseModel]:
+    return create_model(name, __config__=ConfigDict(extra="ignore", str_strip_whitespace=True), **fields)
+
+
+def _schema_fields(task: TaskSpec) -> dict:
+    s = task.schema
+    return {"thought_key": s.thought_key, "label_key": s.label_key, "labels": dict(s.labels)}
+
+
+def _answer_json(task: TaskSpec, row: dict) -> str:
+    s = task.schema
+    return task.answer(row[s.thought_key], row[s.label_key])
+
+
+def thoughts(task: TaskSpec) -> Stage:
+    s = task.schema
+    example = task.example
+    system = prompts.render(
+        "teacher_system", **_schema_fields(task),
+        example_task=task.text(example) if example else None,
+        example_answer=task.answer(example["thought_process"], example["label"]) if example else None)
+
+    def result(row, answer):
+        label = getattr(answer, s.label_key)
+        gold = row.get("true_label")
+        return {s.thought_key: getattr(answer, s.thought_key), s.label_key: label,
+                "correct": None if gold is None else label == gold}
+
+    return Stage("thoughts", task, system, task.text, s.answer_model(), result,
+                 empty={s.thought_key: None, s.label_key: None, "correct": None})
+
+
+def score(task: TaskSpec) -> Stage:
+    s = task.schema
+    improved = f"improved_{s.thought_key}"
+    model = _model("Judgement", analysis=(str, Field(min_length=1)), score=(int, Field(ge=1, le=5)),
+                   **{improved: (str | None, None), s.label_key: (s.label_field() | None, None)})
+
+    def user(row):
+        return prompts.render("judge_user", task_text=task.text(row), answer=_answer_json(task, row))
+
+    def result(row, answer):
+        return {"judge_score": answer.score, "judge_analysis": answer.analysis,
+                "judge_improved_thought": getattr(answer, improved) or None,
+                "judge_label": getattr(answer, s.label_key)}
+
+    return Stage("score", task, prompts.render("judge_system", **_schema_fields(task)), user, model, result,
+                 empty=dict.fromkeys(("judge_score", "judge_analysis", "judge_improved_thought", "judge_label")),
+                 wanted=lambda row: _answered(row, s))
+
+
+def reflect(task: TaskSpec) -> Stage:
+    s = task.schema
+    improved = f"improved_{s.thought_key}"
+    model = _model("Reflection", error_analysis=(str, Field(min_length=1)),
+                   **{improved: (str, Field(min_length=1)), s.label_key: (s.label_field(), ...)})
+
+    def user(row):
+        gold = s.to_label(row["true_label"])
+        return prompts.render("reflect_user", task_text=task.text(row), answer=_answer_json(task, row),
+                              label_key=s.label_key, true_label=gold, true_label_name=s.name(gold))
+
+    def check(row, answer):
+        gold = s.to_label(row["true_label"])
+        if getattr(answer, s.label_key) != gold:
+            raise InvalidAnswer(f'"{s.label_key}" must be the correct label, {json.dumps(gold)}, and the '
+                                f'improved reasoning must reach it')
+
+    def result(row, answer):
+        return {"error_analysis": answer.error_analysis, improved: getattr(answer, improved)}
+
+    def wanted(row):
+        gold = s.to_label(row.get("true_label"))
+        return _answered(row, s) and gold is not None and s.to_label(row[s.label_key]) != gold
+
+    return Stage("reflect", task, prompts.render("reflect_system", **_schema_fields(task)), user, model, result,
+                 empty={"error_analysis": None, improved: None}, wanted=wanted, check=check)
+
+
+STAGES = {"thoughts": thoughts, "score": score, "reflect": reflect}
+
+
+def _answered(row: dict, schema) -> bool:
+    """The teacher's answer is there (the thoughts stage did not fail on this row)."""
+    return isinstance(row.get(schema.thought_key), str) and schema.to_label(row.get(schema.label_key)) is not None
+
+
+def input_rows(stage: str, path: str | Path, task: TaskSpec, label_column: str = "label") -> list[dict]:
+    """The rows a stage reads, validated, with a unique string ``id``.
+
+    ``thoughts`` reads task rows (CSV/JSONL: the task's fields, optional ``id`` and gold label, other
+    columns kept) and names the gold label ``true_label``; ``score`` and ``reflect`` read thoughts
+    rows (this project's or the seed format: the fields, the reasoning, the label, ``true_label``).
+    """
+    if stage == "thoughts":
+        rows = load_task_rows(path, task.fields, task.schema.labels, label_column, keep_columns=True)
+        for row in rows:
+            row["true_label"] = row.pop("label")
+        return rows
+    s = task.schema
+    needed = (*task.fields, s.thought_key, s.label_key) + (("true_label",) if stage == "reflect" else ())
+    rows, seen = [], {}
+    for lineno, row in read_rows(path):
+        missing = [c for c in ("id", *needed) if c not in row]
+        if missing:
+            raise DataFileError(f"{path}:{lineno}: missing column(s) {missing}; {stage} reads the output of "
+                                "`cotharness datagen thoughts`")
+        key = str(row["id"])
+        if key in seen:
+            raise DataFileError(f"{path}:{lineno}: id {row['id']!r} again (first on line {seen[key]})")
+        seen[key] = lineno
+        rows.append(row)
+    if not rows:
+        raise DataFileError(f"{path}: no rows")
+    return rows
