@@ -14,16 +14,12 @@ from collections import Counter
 from pathlib import Path
 
 from cotharness.compare import Run
+from datagen.store import sidecar
 from harness_tasks import manifest, metrics
 from harness_tasks.data_files import read_rows
-from harness_tasks.tasks import TASKS_DIR, get_task
+from harness_tasks.tasks import get_task
 
 STAGE = "thoughts"
-
-
-def manifest_path(path: Path) -> Path:
-    """``t.jsonl`` -> ``t.manifest.json`` (as datagen writes it)."""
-    return path.with_name(path.name.removesuffix(".jsonl") + ".manifest.json")
 
 
 def _key(row: dict, fields: tuple[str, ...]) -> tuple[str, ...]:
@@ -33,13 +29,13 @@ def _key(row: dict, fields: tuple[str, ...]) -> tuple[str, ...]:
 def load_teacher(path: Path, reference: Run, name: str | None = None, task_name: str = "nli_cot") -> Run:
     """The teacher's answers in ``path`` on the documents of ``reference`` (an lm-eval run).
 
-    The task is the manifest's ``task``, else ``task_name``. The run covers the reference's lm-eval
-    tasks defined in that task's folder; documents the file lacks are left out (counts in ``run.teacher``).
+    The task is the manifest's ``task``, else ``task_name``; the run covers the reference's lm-eval
+    task of that name. Documents the file lacks are left out (counts in ``run.teacher``).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such teacher thoughts file")
-    info_file = manifest_path(path)
+    info_file = sidecar(path, "manifest")
     try:
         info = json.loads(info_file.read_text()) if info_file.is_file() else {}
     except json.JSONDecodeError as err:
@@ -64,10 +60,12 @@ def load_teacher(path: Path, reference: Run, name: str | None = None, task_name:
     models = Counter(m["model"] for m in metas if m.get("model"))
     model = models.most_common(1)[0][0] if models else info.get("model")
     backends = Counter(m["backend"] for m in metas if m.get("backend"))
-    lm_tasks = [t for t in reference.samples if (TASKS_DIR / task_name / f"{t}.yaml").is_file()]
+    # Only the lm-eval task of the same name: a teacher's reasoned answers do not belong in the table
+    # of a variant scored otherwise (nli_direct ranks two answer words by likelihood).
+    lm_tasks = [t for t in reference.samples if t == task_name]
     if not lm_tasks:
-        raise ValueError(f"{path}: task {task_name} has no lm-eval task in {reference.name} "
-                         f"(it has {sorted(reference.samples)}); set the teacher's task with --teacher-task")
+        raise ValueError(f"{path}: {reference.name} has no {task_name} results (it has "
+                         f"{sorted(reference.samples)}); set the teacher's task with --teacher-task")
 
     run = Run(name or model or path.stem, results={})
     run.teacher = {"path": str(path), "sha256": manifest.sha256_file(path), "model": model or info.get("model"),

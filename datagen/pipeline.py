@@ -23,7 +23,7 @@ from datagen.pricing import Price, estimate_tokens, price_for
 from datagen.runner import Budget, Item, Options, Recorder, Tally, console
 from datagen.secrets import redact
 from datagen.stages import STAGES, Stage, input_rows
-from datagen.store import JsonlStore, row_key
+from datagen.store import JsonlStore, row_key, sidecar
 from harness_tasks import manifest
 from harness_tasks.tasks import get_task
 
@@ -62,7 +62,7 @@ class StageRun:
 
 
 def manifest_path(out: Path) -> Path:
-    return out.with_name(out.name.removesuffix(".jsonl") + ".manifest.json")
+    return sidecar(out, "manifest")
 
 
 def response_format(kind: str, stage: Stage) -> dict | None:
@@ -160,7 +160,7 @@ def _write_manifest(cfg: StageRun, stage: Stage, store: JsonlStore, tally: Tally
                     where: str, wall: float) -> None:
     path = manifest_path(cfg.out)
     previous = json.loads(path.read_text()) if path.is_file() else {}
-    statuses = [r.get("meta", {}).get(cfg.stage, {}).get("status") for r in store.rows.values()]
+    statuses = _statuses(store, cfg.stage)
     templates = (*STAGE_TEMPLATES[cfg.stage], stage.task.template)
     data = {
         "stage": cfg.stage, "task": stage.task.name, "backend": cfg.backend, "model": cfg.model,
@@ -176,6 +176,10 @@ def _write_manifest(cfg: StageRun, stage: Stage, store: JsonlStore, tally: Tally
                                              **_tally_dict(tally)}],
     }
     manifest.write_atomic(path, json.dumps(data, indent=2, default=str))
+
+
+def _statuses(store: JsonlStore, stage: str) -> list[str | None]:
+    return [r.get("meta", {}).get(stage, {}).get("status") for r in store.rows.values()]
 
 
 def _tally_dict(tally: Tally) -> dict:
@@ -199,7 +203,7 @@ def print_summary(cfg: StageRun, tally: Tally, price: Price | None, wall: float,
                   f"unknown: {cfg.model} is not in the price table")
     rate = (tally.done + tally.failed) / wall if wall else 0
     table.add_row("wall time", f"{wall:.1f} s ({rate:.2f} rows/s)")
-    statuses = [r.get("meta", {}).get(cfg.stage, {}).get("status") for r in store.rows.values()]
+    statuses = _statuses(store, cfg.stage)
     table.add_row("output", f"{len(store.rows)} rows: {statuses.count('ok')} ok, {statuses.count('failed')} failed")
     console.print(table)
     for row_id, error in tally.failures[:20]:

@@ -143,11 +143,16 @@ class Recorder:
         self.stage.check(item.row, answer)
         return answer, repaired
 
-    def usage(self, tokens_in: int, tokens_out: int) -> None:
-        self.tally.tokens_in += tokens_in
-        self.tally.tokens_out += tokens_out
-        if self.price:
-            self.tally.cost += self.price.cost(tokens_in, tokens_out)
+    def answered(self, turns: dict, completion) -> float:
+        """Count an answer in the row's ``turns`` and in the tally; returns what it cost."""
+        turns["attempts"] += 1
+        turns["tokens_in"] += completion.tokens_in
+        turns["tokens_out"] += completion.tokens_out
+        self.tally.tokens_in += completion.tokens_in
+        self.tally.tokens_out += completion.tokens_out
+        cost = self.price.cost(completion.tokens_in, completion.tokens_out) if self.price else 0.0
+        self.tally.cost += cost
+        return cost
 
     def ok(self, item: Item, answer, turns: dict, model: str | None, repaired: bool) -> None:
         self.tally.done += 1
@@ -253,13 +258,8 @@ async def run_live(items: list[Item], backend: Backend, recorder: Recorder, opti
                 recorder.failed(item, f"{err}" + (f" after {options.max_retries} retries" if err.retryable else ""),
                                 turns, model)
                 return
-            cost = recorder.price.cost(completion.tokens_in, completion.tokens_out) if recorder.price else 0.0
-            budget.settle(reserved, cost)
-            recorder.usage(completion.tokens_in, completion.tokens_out)
+            budget.settle(reserved, recorder.answered(turns, completion))
             model = completion.model
-            turns["attempts"] += 1
-            turns["tokens_in"] += completion.tokens_in
-            turns["tokens_out"] += completion.tokens_out
             try:
                 answer, repaired = recorder.answer(item, completion.text)
             except InvalidAnswer as err:

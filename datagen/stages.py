@@ -13,6 +13,7 @@ plus the stage's fields, with how it was made under ``meta.<stage>``.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +144,11 @@ def input_rows(stage: str, path: str | Path, task: TaskSpec, label_column: str =
     """
     if stage == "thoughts":
         rows = load_task_rows(path, task.fields, task.schema.labels, label_column, keep_columns=True)
+        ids = Counter(row["id"] for row in rows)
+        again = [i for i, n in ids.items() if n > 1]
+        if again:
+            raise DataFileError(f"{path}: id {again[0]!r} is on {ids[again[0]]} rows ({len(again)} ids repeat); "
+                                "ids must be unique: the output is keyed by them")
         for row in rows:
             row["true_label"] = row.pop("label")
         return rows

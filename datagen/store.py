@@ -26,6 +26,12 @@ def row_key(row: dict) -> str:
     return str(row["id"])
 
 
+def sidecar(out: str | Path, kind: str) -> Path:
+    """A file that goes with an output: ``t.jsonl`` -> ``t.manifest.json``, ``t.batch.json``."""
+    out = Path(out)
+    return out.with_name(f"{out.name.removesuffix('.jsonl')}.{kind}.json")
+
+
 class JsonlStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -36,17 +42,29 @@ class JsonlStore:
     def open(self) -> JsonlStore:
         """Lock the output, repair a torn tail, load every row; then rows can be appended."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path.with_name(self.path.name + ".lock"), "w")  # noqa: SIM115 - held until close
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise OutputLockedError(f"{self.path}: another run is writing this file; wait for it or stop it") from None
+        self._lock = self._acquire(self.path.with_name(self.path.name + ".lock"))
         if self.path.exists():
             self._repair_tail()
             self.rows = self.read(self.path)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         return self
+
+    def _acquire(self, lock_path: Path):
+        """An exclusive lock on ``lock_path``, which the holder removes when it closes."""
+        while True:
+            lock = open(lock_path, "w")  # noqa: SIM115 - held until close()
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                raise OutputLockedError(f"{self.path}: another run is writing this file; wait for it or stop "
+                                        "it") from None
+            try:
+                if os.fstat(lock.fileno()).st_ino == os.stat(lock_path).st_ino:
+                    return lock
+            except FileNotFoundError:
+                pass
+            lock.close()  # we locked a file its holder had just removed: lock the current one
 
     def _repair_tail(self) -> None:
         data = self.path.read_bytes()
@@ -94,6 +112,7 @@ class JsonlStore:
             os.fsync(self._file.fileno())
             self._file.close()
         if self._lock:
+            Path(self._lock.name).unlink(missing_ok=True)  # removed while held: see _acquire
             self._lock.close()
         self._file = self._lock = None
 

@@ -282,3 +282,51 @@ def test_killed_run_resumes_without_duplicates_or_paying_twice(key, tmp_path):
     assert 60 <= answered <= 60 + 4
     assert f"{len(before)} done" in second.stderr
     assert key not in first_log + second.stdout + second.stderr + out.read_text()
+
+
+def test_two_runs_cannot_write_one_output(tmp_path):
+    from datagen.store import JsonlStore, OutputLockedError
+
+    out = tmp_path / "t.jsonl"
+    with JsonlStore(out) as first:
+        first.append({"id": "a"})
+        with pytest.raises(OutputLockedError, match="another run is writing"):
+            JsonlStore(out).open()
+    assert not (tmp_path / "t.jsonl.lock").exists()  # removed with the lock
+    with JsonlStore(out) as again:
+        assert list(again.rows) == ["a"]
+
+
+def test_requests_that_cannot_succeed(key, tmp_path):
+    """A 400 fails its row at once (no retry); a rate limit that never lifts stops the run, rows kept."""
+    rows = pairs(6)
+    rows[2]["premise"] = "ALWAYS_400 " + rows[2]["premise"]
+    inp = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    with LoopbackServer(respond) as server:
+        result = thoughts(server, inp, tmp_path / "t.jsonl")
+        assert server.stats()["by_status"] == {200: 5, 400: 1}
+    assert result.exit_code == 0
+    failed = [r for r in read(tmp_path / "t.jsonl") if r["meta"]["thoughts"]["status"] == "failed"]
+    assert [r["id"] for r in failed] == ["r2"] and failed[0]["meta"]["thoughts"]["error"].startswith("HTTP 400")
+
+    def throttled(body):
+        raise Reply(429, {"message": "Requests rate limit exceeded"}, {"Retry-After": "0.01"})
+
+    with LoopbackServer(throttled) as server:
+        result = thoughts(server, inp, tmp_path / "u.jsonl", "--max-retries", 2, "--concurrency", 1)
+    assert result.exit_code == 2 and "keeps rate-limiting" in result.output and "Traceback" not in result.output
+    assert read(tmp_path / "u.jsonl") == []  # nothing marked failed: a rerun asks again
+
+
+def test_bad_input_is_named(key, tmp_path):
+    rows = pairs(3)
+    rows[2]["id"] = "r0"
+    result = cli("thoughts", "--input", write_jsonl(tmp_path / "dup.jsonl", rows), "--out", tmp_path / "t.jsonl",
+                 "--server-url", "http://127.0.0.1:9")
+    assert result.exit_code == 2 and "id 'r0' is on 2 rows" in result.output
+    (tmp_path / "bad.csv").write_text("premise,hypothesis,label\nA cat sat.,A cat sat.,maybe\n")
+    result = cli("thoughts", "--input", tmp_path / "bad.csv", "--out", tmp_path / "t.jsonl",
+                 "--server-url", "http://127.0.0.1:9")
+    assert result.exit_code == 2 and "bad.csv:2: label='maybe' is not one of [1, 0]" in result.output
+    result = cli("thoughts", "--input", tmp_path / "none.csv", "--out", tmp_path / "t.jsonl")
+    assert result.exit_code == 2 and "none.csv: no such file" in result.output

@@ -20,7 +20,7 @@ from datagen.backends.base import BackendError, ChatRequest, FatalBackendError
 from datagen.backends.mistral import classify, client, close, completion_of, endpoint_of
 from datagen.runner import Budget, BudgetExhausted, Item, Recorder, console, new_turns, reprompt
 from datagen.secrets import api_key, redact
-from datagen.store import row_key
+from datagen.store import row_key, sidecar
 from harness_tasks.manifest import write_atomic
 
 CHAT_ENDPOINT = "/v1/chat/completions"
@@ -28,7 +28,7 @@ RUNNING = {"QUEUED", "RUNNING", "CANCELLATION_REQUESTED"}
 
 
 def state_path(out: Path) -> Path:
-    return out.with_name(out.name.removesuffix(".jsonl") + ".batch.json")
+    return sidecar(out, "batch")
 
 
 class BatchState:
@@ -164,11 +164,7 @@ def _merge(rid, item, outcome, status, conversation, recorder, budget, options, 
             recorder.tally.retries += 1
         return
     completion = completion_of(outcome)
-    budget.settle(0.0, recorder.price.cost(completion.tokens_in, completion.tokens_out) if recorder.price else 0.0)
-    recorder.usage(completion.tokens_in, completion.tokens_out)
-    turns["attempts"] += 1
-    turns["tokens_in"] += completion.tokens_in
-    turns["tokens_out"] += completion.tokens_out
+    budget.settle(0.0, recorder.answered(turns, completion))
     try:
         answer, repaired = recorder.answer(item, completion.text)
     except InvalidAnswer as err:
