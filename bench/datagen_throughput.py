@@ -5,7 +5,8 @@ A loopback server (tests/loopback_server.py, its own process) answers each chat 
 generates ``--rows`` rows through the real mistralai SDK. With C requests in flight the bound is
 C / latency rows/s, so rows/s over that bound shows whether the client adds a serial bottleneck
 (the issue's goal: >= 80% at concurrency 32). The baseline arm is the seed's teacher loop: one request
-at a time (concurrency 1). Arms alternate, each run in a new output file; every run is kept.
+at a time (concurrency 1); a third arm runs the project without its cache of the SDK's model classes.
+Arms alternate, each run in a new output file; every run is kept.
 
     python bench/datagen_throughput.py --out bench/results/datagen_throughput.json
 """
@@ -36,8 +37,13 @@ def make_rows(path: Path, n: int) -> Path:
     return path
 
 
-def run_arm(url: str, rows: Path, out: Path, concurrency: int) -> dict:
-    cmd = [sys.executable, "-c", "from cotharness.cli import main; main()", "datagen", "thoughts",
+# The third arm: the project without its cache of the SDK's per-call pydantic model classes
+# (datagen/backends/mistral.py), to show what that cache is worth.
+UNCACHED = "import datagen.backends.mistral as m; m._cache_sdk_models = lambda: None; "
+
+
+def run_arm(url: str, rows: Path, out: Path, concurrency: int, prelude: str = "") -> dict:
+    cmd = [sys.executable, "-c", prelude + "from cotharness.cli import main; main()", "datagen", "thoughts",
            "--input", str(rows), "--out", str(out), "--server-url", url, "--model", "open-mistral-7b",
            "--concurrency", str(concurrency)]
     env = dict(os.environ, MISTRAL_API_KEY="bench-key", HF_HUB_OFFLINE="1")
@@ -59,18 +65,20 @@ def main(argv=None) -> int:
 
     server = subprocess.Popen([sys.executable, str(REPO / "tests/loopback_server.py"), "--latency", str(args.latency),
                                "--responder", "fake_teacher:respond"], stdout=subprocess.PIPE, text=True)
-    runs = {"baseline": [], "project": []}
+    runs = {"baseline": [], "project": [], "project_sdk_uncached": []}
     try:
         url = "http://127.0.0.1:" + server.stdout.readline().split()[1]
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            rows = {"baseline": make_rows(tmp / "base.jsonl", args.baseline_rows),
-                    "project": make_rows(tmp / "proj.jsonl", args.rows)}
-            conc = {"baseline": 1, "project": args.concurrency}
+            project_rows = make_rows(tmp / "proj.jsonl", args.rows)
+            rows = {"baseline": make_rows(tmp / "base.jsonl", args.baseline_rows), "project": project_rows,
+                    "project_sdk_uncached": project_rows}
+            conc = {"baseline": 1, "project": args.concurrency, "project_sdk_uncached": args.concurrency}
             run_arm(url, rows["project"], tmp / "warmup.jsonl", args.concurrency)  # imports, page cache
             for i in range(args.repeats):
-                for arm in ("baseline", "project"):
-                    result = run_arm(url, rows[arm], tmp / f"{arm}-{i}.jsonl", conc[arm])
+                for arm in runs:
+                    prelude = UNCACHED if arm == "project_sdk_uncached" else ""
+                    result = run_arm(url, rows[arm], tmp / f"{arm}-{i}.jsonl", conc[arm], prelude)
                     runs[arm].append(result)
                     print(arm, result, flush=True)
     finally:
@@ -93,6 +101,8 @@ def main(argv=None) -> int:
                      "server": "tests/loopback_server.py (ThreadingHTTPServer, own process), fake_teacher:respond"},
         "baseline": {"recipe": "the seed's teacher loop: one request at a time", **block("baseline", 1)},
         "project": {"recipe": f"cotharness datagen thoughts --concurrency {args.concurrency}", **project},
+        "project_sdk_uncached": {"recipe": "the same without caching the SDK's per-call pydantic model classes",
+                                 **block("project_sdk_uncached", args.concurrency)},
         "goal": {"rows_per_s": round(0.8 * project["bound_rows_per_s"], 1),
                  "met": project["rows_per_s_min"] >= 0.8 * project["bound_rows_per_s"]},
         "note": "wall time is the stage's own (manifest runs[-1].wall_seconds): input, planning, requests, "
@@ -100,7 +110,8 @@ def main(argv=None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("baseline", "project", "goal")}, indent=1, default=str)[:1500])
+    print(json.dumps({k: {m: v for m, v in result[k].items() if m != "runs"} for k in
+                      ("baseline", "project", "project_sdk_uncached", "goal")}, indent=1))
     return 0
 
 
