@@ -94,6 +94,8 @@ def run(cfg: StageRun) -> Tally:
         raise UsageError(f"--task: {err.args[0]}") from None
     if cfg.response_format not in ("json_object", "json_schema", "none"):
         raise UsageError(f"--response-format {cfg.response_format!r}: use json_object, json_schema or none")
+    if cfg.out.suffix != ".jsonl":
+        raise UsageError(f"--out {cfg.out}: the output is JSONL; name it *.jsonl")
     if cfg.backend not in BACKENDS:
         raise UsageError(f"--backend {cfg.backend!r}: use one of {', '.join(BACKENDS)}")
     stage = STAGES[cfg.stage](task)

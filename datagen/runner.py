@@ -157,19 +157,19 @@ class Recorder:
     def ok(self, item: Item, answer, turns: dict, model: str | None, repaired: bool) -> None:
         self.tally.done += 1
         self.tally.repaired += repaired
-        self._write(item, self.stage.result(item.row, answer), status="ok", error=None, turns=turns,
-                    model=model, repaired=repaired)
+        self._write(item, self.stage.result(item.row, answer), "ok", None, turns, model, repaired)
 
     def failed(self, item: Item, error: str, turns: dict, model: str | None = None) -> None:
         error = redact(error)
         self.tally.failed += 1
         self.tally.failures.append((row_key(item.row), error))
-        self._write(item, self.stage.empty, status="failed", error=error, turns=turns, model=model, repaired=False)
+        self._write(item, self.stage.empty, "failed", error, turns, model, False)
 
-    def _write(self, item: Item, fields: dict, **meta) -> None:
-        turns = meta.pop("turns")
-        meta = {"status": meta["status"], "error": meta["error"], "model": meta["model"] or item.request.model,
-                "backend": self.backend_name, "request_hash": item.hash, **turns, "repaired": meta["repaired"]}
+    def _write(self, item: Item, fields: dict, status: str, error: str | None, turns: dict, model: str | None,
+               repaired: bool) -> None:
+        """The input row, the stage's fields, and how they were made under ``meta.<stage>``."""
+        meta = {"status": status, "error": error, "model": model or item.request.model, "backend": self.backend_name,
+                "request_hash": item.hash, **turns, "repaired": repaired}
         row = {k: v for k, v in item.row.items() if k != "meta"}
         self.store.append({**row, **fields, "meta": {**item.row.get("meta", {}), self.stage.name: meta}})
         self.on_row()
@@ -227,15 +227,16 @@ async def run_live(items: list[Item], backend: Backend, recorder: Recorder, opti
         return wait_random_exponential(multiplier=0.5, max=options.backoff_max)(state)
 
     async def call(request: ChatRequest):
-        if rpm:
-            await rpm.acquire()
-        if tpm:
-            text = "".join(str(m["content"]) for m in request.messages)
-            await tpm.acquire(min(options.tpm, estimate_tokens(text) + int(request.params.get("max_tokens") or 0)))
+        tokens = estimate_tokens("".join(str(m["content"]) for m in request.messages))
+        tokens = min(options.tpm or 0, tokens + int(request.params.get("max_tokens") or 0))
         async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(options.max_retries + 1), wait=wait, before_sleep=count_retry,
                 retry=retry_if_exception(lambda e: isinstance(e, BackendError) and e.retryable), reraise=True):
             with attempt:
+                if rpm:  # every attempt is a request the server counts
+                    await rpm.acquire()
+                if tpm:
+                    await tpm.acquire(tokens)
                 return await backend.complete(request)
 
     async def one(item: Item) -> None:

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from harness_tasks.data_files import DataFileError
+from harness_tasks.data_files import DataFileError, read_rows
 from harness_tasks.manifest import write_atomic
 
 
@@ -78,18 +78,10 @@ class JsonlStore:
     def read(path: str | Path) -> dict[str, dict]:
         """id -> the latest row for it."""
         rows = {}
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataFileError(f"{path}:{lineno}: invalid JSON ({err.msg}); the file was edited or "
-                                        "written by something else") from None
-                if not isinstance(row, dict) or "id" not in row:
-                    raise DataFileError(f"{path}:{lineno}: expected a JSON object with an 'id'")
-                rows[row_key(row)] = row
+        for lineno, row in read_rows(path):
+            if "id" not in row:
+                raise DataFileError(f"{path}:{lineno}: a row without an 'id'; was the file written by another tool?")
+            rows[row_key(row)] = row
         return rows
 
     def append(self, row: dict) -> None:

@@ -330,3 +330,26 @@ def test_bad_input_is_named(key, tmp_path):
     assert result.exit_code == 2 and "bad.csv:2: label='maybe' is not one of [1, 0]" in result.output
     result = cli("thoughts", "--input", tmp_path / "none.csv", "--out", tmp_path / "t.jsonl")
     assert result.exit_code == 2 and "none.csv: no such file" in result.output
+
+
+def test_requests_per_minute_are_capped(key, tmp_path):
+    """--rpm 60: a burst of 60 requests, then one a second; the 64th arrives about 4 s after the first."""
+    import time
+
+    arrived = []
+
+    def timed(body):
+        arrived.append(time.monotonic())
+        return respond(body)
+
+    inp = write_jsonl(tmp_path / "pairs.jsonl", pairs(64))
+    with LoopbackServer(timed) as server:
+        result = thoughts(server, inp, tmp_path / "t.jsonl", "--rpm", 60, "--concurrency", 16)
+    assert result.exit_code == 0 and len(read(tmp_path / "t.jsonl")) == 64
+    assert max(arrived) - min(arrived) >= 3.0  # unlimited, 64 loopback requests take well under a second
+
+
+def test_output_must_be_jsonl(key, tmp_path):
+    result = cli("thoughts", "--input", write_jsonl(tmp_path / "p.jsonl", pairs(1)), "--out", tmp_path / "t.txt",
+                 "--server-url", "http://127.0.0.1:9")
+    assert result.exit_code == 2 and "name it *.jsonl" in result.output
