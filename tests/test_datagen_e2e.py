@@ -77,8 +77,10 @@ def test_local_model_backend_records_every_row(tmp_path, tiny_model, monkeypatch
     assert manifest["endpoint"].startswith("hf:") and manifest["price"] == {"input": 0.0, "output": 0.0}
 
 
-def test_killed_batch_run_reattaches_to_its_job(tmp_path):
-    """Killed while the job runs: the next run collects that job instead of submitting (and paying) again."""
+@pytest.mark.parametrize("lost_id", [False, True], ids=["while-polling", "before-saving-the-job-id"])
+def test_killed_batch_run_reattaches_to_its_job(tmp_path, lost_id):
+    """Killed while the job runs: the next run collects that job instead of submitting (and paying) again,
+    also when the kill came between creating the job and recording its id (found by its metadata token)."""
     inp = write_jsonl(tmp_path / "pairs.jsonl", [{"id": i, "premise": f"Bo {i} ran home.", "hypothesis": "Bo ran.",
                                                   "label": 1} for i in range(8)])
     out, state = tmp_path / "t.jsonl", tmp_path / "t.batch.json"
@@ -96,12 +98,16 @@ def test_killed_batch_run_reattaches_to_its_job(tmp_path):
         time.sleep(0.3)  # polling the held job
         first.send_signal(signal.SIGKILL)
         first.wait()
-        job = json.loads(state.read_text())["jobs"]
-        assert len(job) == 1 and not job[0]["merged"]
+        recorded = json.loads(state.read_text())
+        assert len(recorded["jobs"]) == 1 and not recorded["jobs"][0]["merged"]
+        job_id = recorded["jobs"][0]["id"]
+        if lost_id:
+            recorded["jobs"][0]["id"] = None
+            state.write_text(json.dumps(recorded))
         urllib.request.urlopen(urllib.request.Request(url + "/control/release", method="POST")).close()
         second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
         assert second.returncode == 0, second.stderr
-        assert f"re-attaching to batch job {job[0]['id']}" in second.stderr
+        assert f"re-attaching to batch job {job_id}" in second.stderr
         with urllib.request.urlopen(url + "/stats") as reply:
             stats = json.load(reply)
     finally:
@@ -109,5 +115,19 @@ def test_killed_batch_run_reattaches_to_its_job(tmp_path):
     assert stats["batch_jobs_created"] == 1 and stats["batch_lines"] == 8
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [str(i) for i in range(8)]
-    assert all(r["meta"]["thoughts"]["status"] == "ok" and r["meta"]["thoughts"]["batch_job"] == job[0]["id"]
+    assert all(r["meta"]["thoughts"]["status"] == "ok" and r["meta"]["thoughts"]["batch_job"] == job_id
                for r in rows)
+
+
+def test_batch_job_that_was_never_created_is_forgotten(tmp_path, monkeypatch):
+    """A job recorded as about to be created, which the server does not know: its rows go to a new job."""
+    monkeypatch.setenv("MISTRAL_API_KEY", "sk-test-batch-7")
+    inp = write_jsonl(tmp_path / "pairs.jsonl", [{"premise": f"Al {i} ate.", "hypothesis": "Al ate."} for i in range(3)])
+    (tmp_path / "t.batch.json").write_text(json.dumps({"stage": "thoughts", "open": {}, "jobs": [
+        {"id": None, "token": "never-sent", "round": 1, "requests": {"0": "x"}, "merged": False}]}))
+    with LoopbackServer(respond) as server:
+        invoke("datagen", "thoughts", "--input", inp, "--out", tmp_path / "t.jsonl", "--server-url", server.url,
+               "--backend", "mistral-batch", "--poll-interval", 0.02)
+        assert server.stats()["batch_jobs_created"] == 1
+    jobs = json.loads((tmp_path / "t.batch.json").read_text())["jobs"]
+    assert len(jobs) == 1 and jobs[0]["token"] != "never-sent" and jobs[0]["merged"]

@@ -1,9 +1,10 @@
 """The Mistral Batch API: half the live price, answers within hours, and a run that can be killed.
 
 Each round writes the pending requests as JSONL (``custom_id`` = row id), uploads them, creates one
-job and records its id in ``<out>.batch.json`` at once, then polls it and merges the answers into
-the same output rows the live backend writes. A killed run finds its unmerged jobs in that file and
-re-attaches to them (``BatchClient.get``) instead of paying again. Invalid answers are re-prompted
+job and records it in ``<out>.batch.json`` (first a token that the job carries in its metadata, then
+its id), polls it and merges the answers into the same output rows the live backend writes. A killed
+run finds its unmerged jobs in that file and re-attaches to them (``BatchClient.get``; by the token
+when the kill came before the id was saved) instead of paying again. Invalid answers are re-prompted
 and failed requests retried in the next round, each with only the rows that need it: re-running a
 whole job would bill every request again.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from pathlib import Path
 
 from datagen.answers import InvalidAnswer
@@ -63,6 +65,8 @@ async def run_batch(cfg, items: list[Item], recorder: Recorder, budget: Budget) 
     finished: set[str] = set()
     try:
         for job in state.unmerged():  # a killed run's jobs: collect them, never submit them again
+            if job["id"] is None and not await _find(sdk, job, state):
+                continue
             console.print(f"re-attaching to batch job {job['id']} (round {job['round']})")
             await _collect(batches, job, state, by_id, finished, recorder, budget, options, poll)
         while tally.stopped is None:
@@ -74,7 +78,7 @@ async def run_batch(cfg, items: list[Item], recorder: Recorder, budget: Budget) 
                 break
             await _collect(batches, job, state, by_id, finished, recorder, budget, options, poll)
     except asyncio.CancelledError:
-        pending = [j["id"] for j in state.unmerged()]
+        pending = [j["id"] for j in state.unmerged() if j["id"]]
         if pending:
             console.print(f"[yellow]batch job(s) {', '.join(pending)} keep running on the server; rerun the same "
                           "command to collect them (they are not submitted again)")
@@ -109,20 +113,39 @@ async def _submit(batches, model: str, todo: list[Item], state: BatchState, budg
     if not lines:
         return None
     round_no = 1 + max((j["round"] for j in state.jobs), default=0)
+    # Recorded before the job exists, with a token the job carries in its metadata: a run killed
+    # between creating the job and saving its id finds it again by that token (see _find).
+    job = {"id": None, "token": uuid.uuid4().hex, "round": round_no, "requests": hashes,
+           "reserved_amount": reserved, "merged": False, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    state.jobs.append(job)
+    state.save()
     try:
         uploaded = await batches.upload(BatchInput.from_jsonl_str("\n".join(lines)),
                                         file_name=f"{state.stage}-round{round_no}.jsonl")
-        handle = await batches.create(uploaded, model=model, metadata={"cotharness_stage": state.stage,
-                                                                        "round": str(round_no)})
+        handle = await batches.create(uploaded, model=model, metadata={
+            "cotharness_stage": state.stage, "round": str(round_no), "cotharness_token": job["token"]})
     except Exception as err:  # noqa: BLE001 - classified: fatal (key, model) or a transient failure
         raise _as_fatal(classify(err, model)) from None
-    job = {"id": handle.id, "round": round_no, "requests": hashes, "reserved_amount": reserved, "merged": False,
-           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    state.jobs.append(job)
+    job["id"] = handle.id
     state.save()
     job["reserved"] = True  # in memory only: a re-attaching process holds no reservation for it
     console.print(f"batch job {handle.id}: {len(lines)} requests (round {round_no}); recorded in {state.path}")
     return job
+
+
+async def _find(sdk, job: dict, state: BatchState) -> bool:
+    """Find a job whose creation was not recorded (killed in between); forget it if it never began."""
+    try:
+        found = await sdk.batch.jobs.list_async(metadata={"cotharness_token": job["token"]})
+    except Exception as err:  # noqa: BLE001
+        raise _as_fatal(classify(err, "")) from None
+    match = [j for j in found.data or [] if (j.metadata or {}).get("cotharness_token") == job["token"]]
+    if match:
+        job["id"] = match[0].id
+    else:  # never created: its rows go into the next job
+        state.jobs.remove(job)
+    state.save()
+    return bool(match)
 
 
 async def _collect(batches, job: dict, state: BatchState, by_id: dict[str, Item], finished: set[str],
