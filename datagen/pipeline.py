@@ -21,7 +21,7 @@ from datagen import runner
 from datagen.backends import BACKENDS, make_backend
 from datagen.pricing import Price, estimate_tokens, price_for
 from datagen.runner import Budget, Item, Options, Recorder, Tally, console
-from datagen.secrets import redact
+from datagen.secrets import api_key, redact
 from datagen.stages import STAGES, Stage, input_rows
 from datagen.store import JsonlStore, row_key, sidecar
 from harness_tasks import manifest
@@ -113,6 +113,11 @@ def run(cfg: StageRun) -> Tally:
         print_dry_run(cfg, items, tally, price, store)
         return tally
 
+    # A missing key, model or adapter is reported now, before the output is touched.
+    backend = None if cfg.backend == "mistral-batch" else make_backend(
+        cfg.backend, cfg.model, cfg.server_url, cfg.timeout, cfg.backend_args, cfg.options.concurrency)
+    if cfg.backend == "mistral-batch":
+        api_key(required=cfg.server_url is None)
     started = time.monotonic()
     with JsonlStore(cfg.out) as store:
         if store.torn:
@@ -124,8 +129,7 @@ def run(cfg: StageRun) -> Tally:
         error = None
         try:
             with progress:
-                if items:
-                    asyncio.run(_execute(cfg, items, recorder, budget))
+                asyncio.run(_execute(cfg, backend, items, recorder, budget))
         except BaseException as err:  # noqa: BLE001 - recorded, then raised again after the summary
             error = err
             tally.stopped = tally.stopped or _why(err)
@@ -138,16 +142,16 @@ def run(cfg: StageRun) -> Tally:
     return tally
 
 
-async def _execute(cfg: StageRun, items: list[Item], recorder: Recorder, budget: Budget) -> None:
-    if cfg.backend == "mistral-batch":
+async def _execute(cfg: StageRun, backend, items: list[Item], recorder: Recorder, budget: Budget) -> None:
+    if backend is None:
         from datagen.backends.mistral_batch import run_batch
 
-        await run_batch(cfg, items, recorder, budget)
+        if items:
+            await run_batch(cfg, items, recorder, budget)
         return
-    backend = make_backend(cfg.backend, cfg.model, cfg.server_url, cfg.timeout, cfg.backend_args,
-                           cfg.options.concurrency)
     try:
-        await runner.run_live(items, backend, recorder, cfg.options, budget)
+        if items:
+            await runner.run_live(items, backend, recorder, cfg.options, budget)
     finally:
         await backend.aclose()
 
