@@ -6,6 +6,8 @@ Order of attempts (the first answer carrying a valid label wins within each):
   1. "json":     strict JSON objects found anywhere in the text (code fences, prose, glued repeats);
   2. "repaired": json-repair on the first object-like spans (single quotes, trailing commas,
                  truncation after the label, unescaped quotes), cross-checked against the raw text;
+                 also JSON written with typographic quotes (“thought_process”: …), read again with
+                 plain ones;
   3. "regex":    a key-anchored ``"predicted_label": 1`` pattern (output too broken to repair).
 """
 
@@ -47,11 +49,27 @@ def _default_schema() -> AnswerSchema:
     return SCHEMA
 
 
+# Typographic quotes some models write as JSON delimiters: {“thought_process”: “…”, …}
+_TYPOGRAPHIC = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'", "‚": "'"})
+
+
+def straighten_quotes(text: str) -> str:
+    """``text`` with typographic quotes made plain, so that JSON written with them can be read."""
+    return text.translate(_TYPOGRAPHIC)
+
+
 def parse(text, schema: AnswerSchema | None = None) -> Parsed:
     """Parse one model output. Never raises; ``label`` is a valid label or None."""
     schema = schema or _default_schema()
     try:
-        return _parse(text, schema)
+        parsed = _parse(text, schema)
+        # Only when the text as written has no answer: typographic quotes inside a valid JSON string
+        # (a quoted word in the reasoning) are the model's text and stay as they are.
+        if parsed.label is None and isinstance(text, str) and straighten_quotes(text) != text:
+            again = _parse(straighten_quotes(text), schema)
+            if again.label is not None:
+                return Parsed(again.label, again.thought, "repaired")
+        return parsed
     except Exception:  # a parser bug must cost one answer, not the whole evaluation
         return Parsed(None, None, "none")
 

@@ -37,6 +37,11 @@ CATALOGUE = [
     ('{"answer": {"thought_process": "nested", "predicted_label": 1}}', 1, "json"),
     # unrepairable but with an explicit label field
     ('thought_process: "x" ... "predicted_label": 0 ]]]', 0, "regex"),
+    # typographic quotes as delimiters (models do write them); inside a valid string they are text
+    ('{“thought_process”: “Step 1: it says so.”, “predicted_label”: 1}', 1, "repaired"),
+    ('{“thought_process”: “He said “hi” and left”, “predicted_label”: “0”}', 0, "repaired"),
+    ("{‘thought_process’: ‘x’, ‘predicted_label’: 0}", 0, "repaired"),
+    ('{"thought_process": "The sign read “closed”.", "predicted_label": 0}', 0, "json"),
 ]
 
 FAILURES = [
@@ -52,6 +57,8 @@ FAILURES = [
     '{"thought_process": "a", "predicted_label": ',
     "{}",
     "{" * 50,
+    '{“thought_process”: “Step 1: ... Step 2: ...”, “predicted_label”: 1 or 0}',  # echoed, typographic
+    "The premise “entails” the hypothesis: 1.",
 ]
 
 
