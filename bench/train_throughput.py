@@ -1,33 +1,40 @@
-"""QLoRA training throughput and peak memory on a Mistral-7B-shaped model, seed recipe vs ours.
+"""QLoRA training throughput and peak memory on a Mistral-7B-shaped model: the seed recipe vs the project's.
 
-Both arms run the project's trainer (`trainer.train.prepare`: TRL SFTTrainer, NF4 double-quant
-base, LoRA r16 on q,k,v,o, grad checkpointing, paged AdamW 8-bit) on the same rows, one after the
-other in one process:
-  seed  - batches drawn at random and padded to their longest row (what the seed projects did);
-  ours  - the same, with length-grouped batches (train_sampling_strategy=group_by_length).
-Throughput counts real (non-pad) tokens. Peak memory is compared with `trainer.memory.estimate`.
+Arms are training configs: the seed recipe frozen in ``bench/configs/seed_train.yaml`` (no ``base:``, so
+it never follows a changed default) and the project's ``configs/train/default.yaml``. Each run is a
+fresh process (``--child``) that loads the same saved random-weight model through the project's trainer
+(``trainer.train.prepare``: TRL SFTTrainer, NF4 base, LoRA), trains ``--steps`` optimizer steps and times
+the last ``steps - warmup``; arms alternate, ``--repeats`` times each, and every run is kept. Both arms
+train on the same rows (``data.max_length`` raised to fit the longest for both: the seed's 512 would
+drop rows, and the arms would no longer see the same data). Throughput counts real (non-pad) tokens.
 Weights are random: speed and memory do not depend on their values.
 
-    python bench/train_throughput.py --data CoT.jsonl --out bench/results/train_throughput.json
+    python bench/train_throughput.py --data thoughts.jsonl --label-column true_label \\
+        --out bench/results/train_throughput.json
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-import torch
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 MISTRAL_7B = dict(vocab_size=32768, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                   num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
                   rope_theta=1e6, sliding_window=None, tie_word_embeddings=False)
+ARMS = {"baseline": REPO / "bench/configs/seed_train.yaml", "project": REPO / "configs/train/default.yaml"}
 
 
 def build_model(tokenizer_dir: Path, out: Path) -> Path:
     """Random-weight Mistral-7B shape + the tiny tokenizer (its ids are a subset of the vocab)."""
+    import torch
     from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -38,103 +45,158 @@ def build_model(tokenizer_dir: Path, out: Path) -> Path:
                                    ).to(torch.bfloat16)
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    del model
-    torch.cuda.empty_cache()
     return out
 
 
-def run_arm(name: str, base: Path, data: Path, out: Path, steps: int, batch: int, warmup: int, **training) -> dict:
+def child(args) -> dict:
+    """One timed run of one arm in this (fresh) process; prints and returns its JSON."""
+    import torch
     from transformers import TrainerCallback
 
     from trainer.config import load_config
     from trainer.memory import estimate
     from trainer.train import prepare
 
-    cfg = load_config(Path("configs/train/default.yaml"), {
-        "output_dir": str(out / name), "model": {"base_model": str(base)},
-        "data": {"train_file": str(data), "eval_file": None, "max_length": 2048},
-        "training": {"max_steps": steps, "per_device_train_batch_size": batch, "gradient_accumulation_steps": 1,
-                     "save_strategy": "no", "report_to": [], "logging_steps": 1000, "eval_strategy": "no",
-                     "load_best_model_at_end": False, **training}})
+    cfg = load_config(args.config, {
+        "output_dir": str(args.work / f"run-{args.arm}"), "model": {"base_model": str(args.base)},
+        "data": {"train_file": str(args.train_file), "eval_file": None, "max_length": args.max_length},
+        "training": {"max_steps": args.steps, "save_strategy": "no", "eval_strategy": "no", "report_to": [],
+                     "logging_steps": 1000, "load_best_model_at_end": False}})
+    started = time.perf_counter()
     run = prepare(cfg)
     trainer = run.trainer
-    tokens, marks = [], {}
+    load_s = time.perf_counter() - started
+    seen = {"real": 0, "padded": 0}
+    marks = {}
     collate = trainer.data_collator
 
     def counting_collator(examples):
-        batch_ = collate(examples)
-        tokens.append((int(batch_["attention_mask"].sum()), int(batch_["attention_mask"].numel())))
-        return batch_
+        batch = collate(examples)
+        mask = batch["attention_mask"] if "attention_mask" in batch else None
+        seen["real"] += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+        seen["padded"] += int(batch["input_ids"].numel())
+        return batch
 
     class Clock(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
+        # Cumulative tokens at each step's end: the data loader may fetch one batch ahead, the same
+        # one at both ends of the timed window, so the difference counts the window's tokens.
+        def on_step_end(self, a, state, control, **kw):
             torch.cuda.synchronize()
-            marks[state.global_step] = time.perf_counter()
+            marks[state.global_step] = (time.perf_counter(), seen["real"], seen["padded"])
 
     trainer.data_collator = counting_collator
     trainer.add_callback(Clock())
     torch.cuda.reset_peak_memory_stats()
     trainer.train()
-    timed = tokens[warmup:steps]
-    seconds = marks[steps] - marks[warmup]
-    real, padded = sum(t for t, _ in timed), sum(n for _, n in timed)
-    longest = max(len(x["input_ids"]) for x in trainer.train_dataset)
-    est_cfg = cfg.model_copy(deep=True)
-    est_cfg.data.max_length = longest  # the estimate's worst case: a batch padded to the longest row
+    (t0, r0, p0), (t1, r1, p1) = marks[args.warmup], marks[args.steps]
+    seconds = t1 - t0
     result = {
-        "arm": name, "steps_timed": steps - warmup, "seconds": round(seconds, 2),
-        "real_tokens_per_s": round(real / seconds), "padded_tokens_per_s": round(padded / seconds),
-        "padding_fraction": round(1 - real / padded, 3),
+        "arm": args.arm, "config": str(Path(args.config).relative_to(REPO)), "steps_timed": args.steps - args.warmup,
+        "seconds": round(seconds, 2), "real_tokens_per_s": round((r1 - r0) / seconds),
+        "padded_tokens_per_s": round((p1 - p0) / seconds), "padding_fraction": round(1 - (r1 - r0) / (p1 - p0), 3),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
-        "estimate_gib_worst_case": round(estimate(est_cfg).total, 2), "longest_row_tokens": longest,
-        "sampling": training.get("train_sampling_strategy", "random"),
+        "estimate_gib": round(estimate(cfg).total, 2), "load_seconds": round(load_s, 1),
     }
-    del trainer, run
-    gc.collect()
-    torch.cuda.empty_cache()
+    print("RESULT " + json.dumps(result), flush=True)
     return result
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", type=Path, required=True, help="CoT rows: premise, hypothesis, thought, label")
-    parser.add_argument("--label-column", default="label")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=24)
-    parser.add_argument("--warmup", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/cotharness-bench"))
-    args = parser.parse_args()
-
+def prepare_data(rows_path: Path, label_column: str, work: Path, rows_needed: int) -> tuple[Path, int, Path]:
+    """The rows as the trainer reads them, repeated to fill every step; returns (file, longest, tokenizer)."""
     from cotharness.tiny_model import build
+    from harness_tasks.tasks import get_task
 
-    args.work.mkdir(parents=True, exist_ok=True)
-    rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
-    data = args.work / "train.jsonl"  # label column normalised; repeated to fill the timed steps
-    need = args.steps * args.batch
+    tok_dir = build(work / "tiny")
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("thought_process") and r.get(label_column) is not None]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    task = get_task("nli_cot")
+    longest = max(len(tok(task.prompt(r) + task.answer(r["thought_process"], r[label_column]) + tok.eos_token)
+                      .input_ids) for r in rows)
+    data = work / "train.jsonl"
     with data.open("w") as f:
-        for i in range(need):
+        for i in range(rows_needed):
             r = rows[i % len(rows)]
             f.write(json.dumps({"premise": r["premise"], "hypothesis": r["hypothesis"],
-                                "thought_process": r["thought_process"], "label": r[args.label_column]}) + "\n")
+                                "thought_process": r["thought_process"], "label": r[label_column]}) + "\n")
+    return data, longest, tok_dir
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, help="CoT rows: premise, hypothesis, thought_process, a label column")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--out", type=Path, default=REPO / "bench/results/train_throughput.json")
+    p.add_argument("--steps", type=int, default=20, help="optimizer steps per run (16 rows each)")
+    p.add_argument("--warmup", type=int, default=4, help="steps not timed")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--work", type=Path, default=Path("/tmp/cotharness-bench"))
+    # child mode (one run in a fresh process)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--arm", help=argparse.SUPPRESS)
+    p.add_argument("--config", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--base", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--train-file", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--max-length", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return 0
+
+    import torch
+
+    from harness_tasks import manifest
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    data, longest, tok_dir = prepare_data(args.data, args.label_column, args.work, 16 * 4 * (args.steps + 2))
     t0 = time.perf_counter()
-    base = build_model(build(args.work / "tiny"), args.work / "mistral-7b-shape")
-    build_s = time.perf_counter() - t0
-    arms = [run_arm("seed", base, data, args.work, args.steps, args.batch, args.warmup),
-            run_arm("ours", base, data, args.work, args.steps, args.batch, args.warmup,
-                    train_sampling_strategy="group_by_length")]
+    base = build_model(tok_dir, args.work / "mistral-7b-shape")
+    build_s = round(time.perf_counter() - t0, 1)
+    torch.cuda.empty_cache()
+    runs = {arm: [] for arm in ARMS}
+    for i in range(args.repeats):
+        for arm, config in ARMS.items():
+            cmd = [sys.executable, __file__, "--child", "--arm", arm, "--config", str(config), "--base", str(base),
+                   "--train-file", str(data), "--max-length", str(longest), "--steps", str(args.steps),
+                   "--warmup", str(args.warmup), "--work", str(args.work)]
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+            line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if line is None:
+                sys.stderr.write(out.stdout[-3000:] + out.stderr[-5000:])
+                raise SystemExit(f"{arm} run {i} failed")
+            runs[arm].append(json.loads(line.removeprefix("RESULT ")))
+            print(arm, runs[arm][-1], flush=True)
+
+    def block(arm: str) -> dict:
+        rates = [r["real_tokens_per_s"] for r in runs[arm]]
+        return {"config": str(ARMS[arm].relative_to(REPO)),
+                "config_text": ARMS[arm].read_text(), "real_tokens_per_s_median": statistics.median(rates),
+                "real_tokens_per_s_min": min(rates), "real_tokens_per_s_max": max(rates),
+                "peak_memory_gib_max": max(r["peak_memory_gib"] for r in runs[arm]), "runs": runs[arm]}
+
     report = {
-        "what": "QLoRA SFT throughput, Mistral-7B shape (random weights), NF4 double-quant, LoRA r16 qkvo, "
-                f"bs{args.batch}, grad ckpt on, paged_adamw_8bit",
-        "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
-        "rows": len(rows), "model_build_seconds": round(build_s, 1), "arms": arms,
-        "speedup_real_tokens": round(arms[1]["real_tokens_per_s"] / arms[0]["real_tokens_per_s"], 3),
+        "benchmark": "train_throughput", "date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(0),
+        "versions": manifest.package_versions(), "git": manifest.git_commit(),
+        "settings": {"model": "Mistral-7B-v0.3 shape, random bf16 weights, loaded through the trainer",
+                     "data": f"{args.data.name}: {len(set(data.read_text().splitlines()))} distinct rows, "
+                             "tokenised by the project's tiny BPE tokenizer (Mistral's is not available offline; "
+                             "it writes more tokens per text)",
+                     "max_length_both_arms": longest, "steps": args.steps, "warmup_steps": args.warmup,
+                     "repeats": args.repeats, "order": "alternating, one fresh process per run",
+                     "model_build_seconds": build_s},
+        "baseline": block("baseline"), "project": block("project"),
     }
+    report["speedup_real_tokens_median"] = round(report["project"]["real_tokens_per_s_median"]
+                                                 / report["baseline"]["real_tokens_per_s_median"], 3)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k not in ("baseline", "project")}, indent=1))
+    print("speedup", report["speedup_real_tokens_median"])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
