@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -53,15 +54,16 @@ def child(args) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from trainer.config import load_config
+    from harness_tasks.yaml_files import merge
+    from trainer.config import load_config, parse_set
     from trainer.memory import estimate
     from trainer.train import prepare
 
-    cfg = load_config(args.config, {
+    cfg = load_config(args.config, merge({
         "output_dir": str(args.work / f"run-{args.arm}"), "model": {"base_model": str(args.base)},
         "data": {"train_file": str(args.train_file), "eval_file": None, "max_length": args.max_length},
         "training": {"max_steps": args.steps, "save_strategy": "no", "eval_strategy": "no", "report_to": [],
-                     "logging_steps": 1000, "load_best_model_at_end": False}})
+                     "logging_steps": 1000, "load_best_model_at_end": False}}, parse_set(args.set or [])))
     started = time.perf_counter()
     run = prepare(cfg)
     trainer = run.trainer
@@ -141,10 +143,13 @@ def main() -> int:
     p.add_argument("--base", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--train-file", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--max-length", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--set", action="append", help="child: a config override, section.key=value (for trying recipes)")
     args = p.parse_args()
     if args.child:
         child(args)
         return 0
+    if args.data is None:
+        p.error("--data is required")
 
     import torch
 
@@ -179,7 +184,9 @@ def main() -> int:
 
     report = {
         "benchmark": "train_throughput", "date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(0),
-        "versions": manifest.package_versions(), "git": manifest.git_commit(),
+        # The GPU machine gets a copy of the tree whose .git may be stale: the caller names the commit.
+        "versions": manifest.package_versions(),
+        "git": {"commit": os.environ["BENCH_COMMIT"]} if os.environ.get("BENCH_COMMIT") else manifest.git_commit(),
         "settings": {"model": "Mistral-7B-v0.3 shape, random bf16 weights, loaded through the trainer",
                      "data": f"{args.data.name}: {len(set(data.read_text().splitlines()))} distinct rows, "
                              "tokenised by the project's tiny BPE tokenizer (Mistral's is not available offline; "
