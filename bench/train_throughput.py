@@ -93,7 +93,7 @@ def child(args) -> dict:
     (t0, r0, p0), (t1, r1, p1) = marks[args.warmup], marks[args.steps]
     seconds = t1 - t0
     result = {
-        "arm": args.arm, "config": str(Path(args.config).relative_to(REPO)), "steps_timed": args.steps - args.warmup,
+        "arm": args.arm, "config": str(Path(args.config).resolve().relative_to(REPO)), "steps_timed": args.steps - args.warmup,
         "seconds": round(seconds, 2), "real_tokens_per_s": round((r1 - r0) / seconds),
         "padded_tokens_per_s": round((p1 - p0) / seconds), "padding_fraction": round(1 - (r1 - r0) / (p1 - p0), 3),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
