@@ -154,6 +154,16 @@ class Recorder:
         self.tally.cost += cost
         return cost
 
+    def invalid(self, item: Item, request: ChatRequest, completion, error: InvalidAnswer, turns: dict,
+                max_reprompts: int) -> ChatRequest | None:
+        """The re-prompt after an invalid answer, or None once the row is recorded as failed."""
+        if turns["reprompts"] >= max_reprompts:
+            self.failed(item, f"no valid answer in {turns['attempts']} tries; last: {error}", turns, completion.model)
+            return None
+        turns["reprompts"] += 1
+        self.tally.reprompts += 1
+        return request.reprompt(completion.text, REPROMPT.format(error=error))
+
     def ok(self, item: Item, answer, turns: dict, model: str | None, repaired: bool) -> None:
         self.tally.done += 1
         self.tally.repaired += repaired
@@ -177,10 +187,6 @@ class Recorder:
 
 def new_turns() -> dict:
     return {"attempts": 0, "reprompts": 0, "tokens_in": 0, "tokens_out": 0}
-
-
-def reprompt(item_request: ChatRequest, text: str, error: InvalidAnswer) -> ChatRequest:
-    return item_request.reprompt(text, REPROMPT.format(error=error))
 
 
 class Budget:
@@ -241,7 +247,7 @@ async def run_live(items: list[Item], backend: Backend, recorder: Recorder, opti
 
     async def one(item: Item) -> None:
         turns, request, model = new_turns(), item.request, None
-        for turn in range(options.max_reprompts + 1):
+        while request is not None:
             try:
                 reserved = budget.reserve(request)
             except BudgetExhausted as err:  # the row is left for a later run with a larger budget
@@ -264,12 +270,7 @@ async def run_live(items: list[Item], backend: Backend, recorder: Recorder, opti
             try:
                 answer, repaired = recorder.answer(item, completion.text)
             except InvalidAnswer as err:
-                if turn == options.max_reprompts:
-                    recorder.failed(item, f"no valid answer in {turns['attempts']} tries; last: {err}", turns, model)
-                    return
-                turns["reprompts"] += 1
-                tally.reprompts += 1
-                request = reprompt(request, completion.text, err)
+                request = recorder.invalid(item, request, completion, err, turns, options.max_reprompts)
                 continue
             recorder.ok(item, answer, turns, model, repaired)
             return

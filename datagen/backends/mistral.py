@@ -100,11 +100,7 @@ def sdk_body(request: ChatRequest) -> dict:
 
 
 def completion_of(response) -> Completion:
-    """Text and token counts of a chat completion (an SDK object or its JSON dict)."""
-    if isinstance(response, dict):
-        from mistralai.client.models import ChatCompletionResponse
-
-        response = ChatCompletionResponse.model_validate(response)
+    """Text and token counts of the SDK's chat completion."""
     if not response.choices:
         raise BackendError("the server returned no choices", retryable=True)
     content = response.choices[0].message.content

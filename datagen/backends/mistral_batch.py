@@ -19,8 +19,8 @@ from pathlib import Path
 
 from datagen.answers import InvalidAnswer
 from datagen.backends.base import BackendError, ChatRequest, FatalBackendError
-from datagen.backends.mistral import classify, client, close, completion_of, endpoint_of
-from datagen.runner import Budget, BudgetExhausted, Item, Recorder, console, new_turns, reprompt
+from datagen.backends.mistral import classify, client, close, completion_of
+from datagen.runner import Budget, BudgetExhausted, Item, Recorder, console, new_turns
 from datagen.secrets import api_key, redact
 from datagen.store import row_key, sidecar
 from harness_tasks.manifest import write_atomic
@@ -191,14 +191,11 @@ def _merge(rid, item, outcome, status, conversation, recorder, budget, options, 
     try:
         answer, repaired = recorder.answer(item, completion.text)
     except InvalidAnswer as err:
-        if turns["reprompts"] >= options.max_reprompts:
-            recorder.failed(item, f"no valid answer in {turns['attempts']} tries; last: {err}", turns, completion.model)
+        request = recorder.invalid(item, _request(item, conversation), completion, err, turns, options.max_reprompts)
+        if request is None:
             finished.add(rid)
-            return
-        turns["reprompts"] += 1
-        recorder.tally.reprompts += 1
-        request = reprompt(_request(item, conversation), completion.text, err)
-        conversation["messages"] = list(request.messages)
+        else:
+            conversation["messages"] = list(request.messages)
         return
     recorder.ok(item, answer, turns, completion.model, repaired)
     finished.add(rid)
@@ -231,5 +228,3 @@ def _as_fatal(err: Exception) -> Exception:
         return FatalBackendError(f"batch API: {err}")
     return err
 
-
-__all__ = ["run_batch", "state_path", "endpoint_of"]
