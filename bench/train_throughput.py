@@ -27,26 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-MISTRAL_7B = dict(vocab_size=32768, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                  num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
-                  rope_theta=1e6, sliding_window=None, tie_word_embeddings=False)
+from mistral_shape import build_model  # noqa: E402
+
 ARMS = {"baseline": REPO / "bench/configs/seed_train.yaml", "project": REPO / "configs/train/default.yaml"}
-
-
-def build_model(tokenizer_dir: Path, out: Path) -> Path:
-    """Random-weight Mistral-7B shape + the tiny tokenizer (its ids are a subset of the vocab)."""
-    import torch
-    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = MistralForCausalLM(MistralConfig(**MISTRAL_7B, bos_token_id=tok.bos_token_id,
-                                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-                                   ).to(torch.bfloat16)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
 
 
 def child(args) -> dict:

@@ -29,7 +29,7 @@ def args_from_env(env=os.environ) -> list[str]:
         model_args.append(f"dtype={quant}")
     name = Path(env.get("ADAPTER") or env["MODEL"]).name
     args = ["--tasks", env.get("TASKS", "nli_cot"), "--model_args", ",".join(model_args),
-            "--batch_size", env.get("BATCH_SIZE", "32"), "--output_path", env.get("OUT", f"results/{name}")]
+            "--batch_size", env.get("BATCH_SIZE", "auto"), "--output_path", env.get("OUT", f"results/{name}")]
     if env.get("TEST_FILE"):
         args += ["--metadata", json.dumps({"test_file": env["TEST_FILE"]})]
     return args

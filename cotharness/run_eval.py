@@ -2,8 +2,9 @@
 
 Differences from plain ``lm_eval`` (everything else is passed through untouched):
 - ``harness_tasks/`` is always on the task search path (in addition to any ``--include_path``);
-- ``--model hf`` (lm-eval's default) becomes ``hf-cot``, which accepts ``load_in_4bit=True`` and
-  ``bnb_4bit_*`` on transformers 5;
+- ``--model hf`` (lm-eval's default) becomes ``hf-cot`` (``harness_tasks/hf_model.py``): ``load_in_4bit=True``
+  and ``bnb_4bit_*`` work on transformers 5, an adapter is merged into an unquantized base, and the
+  batch size defaults to ``auto``, sized for generation from the prompts and free memory;
 - with ``--output_path``, samples are logged and each CoT task's predictions are also written as
   ``predictions_<task>_<timestamp>.csv`` (id, predicted label, how it was parsed, gold if known).
 """
@@ -39,6 +40,8 @@ def main(argv: list[str]) -> int:
         return 0
     if args.model in HF_ALIASES or (args.model is None and not getattr(args, "config", None)):
         args.model = hf_model.NAME  # lm-eval's default model is hf
+    if args.model == hf_model.NAME and getattr(args, "batch_size", None) is None:
+        args.batch_size = "auto"  # lm-eval's default is 1; hf-cot sizes generation batches to the memory
     if args.output_path:
         args.log_samples = True
     before = _samples(args.output_path)

@@ -90,3 +90,72 @@ def test_quant_args_without_load_in_4bit_are_refused(tiny_model):
 
     with pytest.raises(ValueError, match="without load_in_4bit"):
         QuantizedHFLM(pretrained=str(tiny_model), bnb_4bit_quant_type="nf4", device="cpu")
+
+
+def test_adapter_is_merged_into_an_unquantized_base(tiny_model, lora_adapter):
+    """merge_peft (default on without 4-bit) gives the same logits as the separate adapter, as one plain model."""
+    import torch
+    from peft import PeftModel
+
+    from harness_tasks.hf_model import QuantizedHFLM
+
+    merged = QuantizedHFLM(pretrained=str(tiny_model), peft=str(lora_adapter), device="cpu", dtype="float32")
+    separate = QuantizedHFLM(pretrained=str(tiny_model), peft=str(lora_adapter), device="cpu", dtype="float32",
+                             merge_peft=False)
+    assert not isinstance(merged.model, PeftModel) and isinstance(separate.model, PeftModel)
+    assert not any("lora" in name for name, _ in merged.model.named_parameters())
+    ids = torch.tensor([[1, 4, 50, 60, 70, 5]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged.model(ids).logits, separate.model(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_merge_into_4bit_is_refused(tiny_model, lora_adapter):
+    from harness_tasks.hf_model import QuantizedHFLM
+
+    with pytest.raises(ValueError, match="merge_peft=True needs an unquantized base"):
+        QuantizedHFLM(pretrained=str(tiny_model), peft=str(lora_adapter), load_in_4bit=True, device="cpu",
+                      merge_peft=True)
+
+
+def test_auto_batch_sizes_generation_from_prompts_and_memory(tiny_model, monkeypatch):
+    """batch_size=auto picks the generation batch from the longest prompt, max_gen_toks and free memory,
+    and halves it when generation still runs out of memory."""
+    import torch
+    from lm_eval.api.instance import Instance
+
+    from harness_tasks import gen_memory, hf_model
+
+    lm = hf_model.QuantizedHFLM(pretrained=str(tiny_model), device="cpu", batch_size="auto")
+    requests = [Instance("generate_until", {}, ("Premise: a man walks. " * n, {"until": ["}"], "max_gen_toks": 8,
+                                                                               "do_sample": False}), i)
+                for i, n in enumerate([1, 3, 9, 2, 5, 1, 1, 2, 3, 4])]
+    per_seq = gen_memory.bytes_per_sequence(lm.model.config, len(lm.tok_encode(requests[2].args[0])), 8)
+    monkeypatch.setattr(hf_model, "free_bytes", lambda device: int(per_seq * 4 / gen_memory.HEADROOM) + 1)
+    sizes, real = [], hf_model.HFLM.generate_until
+
+    def generate(self, reqs, disable_tqdm=False):
+        sizes.append(self.batch_size_per_gpu)
+        if len(sizes) == 1:
+            raise torch.OutOfMemoryError("simulated")
+        return real(self, reqs, disable_tqdm)
+
+    monkeypatch.setattr(hf_model.HFLM, "generate_until", generate)
+    out = lm.generate_until(requests)
+    assert sizes == [4, 2] and len(out) == len(requests)
+    assert lm.batch_size_per_gpu == "auto"  # restored for the next task
+
+
+def test_generation_batch_arithmetic():
+    from types import SimpleNamespace
+
+    from harness_tasks.gen_memory import bytes_per_sequence, generation_batch_size
+
+    mistral = SimpleNamespace(num_attention_heads=32, hidden_size=4096, num_key_value_heads=8, num_hidden_layers=32,
+                              intermediate_size=14336, vocab_size=32768, head_dim=128)
+    # KV cache: 2 (k, v) x 32 layers x 8 heads x 128 dims x 2 bytes = 128 KiB per token
+    assert bytes_per_sequence(mistral, 0, 600) == 600 * 128 * 1024 + 32768 * 8
+    per_seq = bytes_per_sequence(mistral, 400, 200)
+    assert 140e6 < per_seq < 150e6  # 79 MB of KV cache, 48 MB of MLP activations, 20 MB of scores
+    assert generation_batch_size(mistral, 400, 200, free=120 * 2**30) == 512  # capped
+    assert generation_batch_size(mistral, 400, 200, free=40 * 2**30) == 248  # 40 GiB x 0.85 / per_seq, to a multiple of 8
+    assert generation_batch_size(mistral, 400, 200, free=10**6) == 1
