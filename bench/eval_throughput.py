@@ -44,7 +44,7 @@ ARMS = {
                  "recipe": "seed: hf backend, 4-bit NF4 (double quant, bf16 compute), adapter unmerged, batch 32"},
     "project_bf16": {"model_args": {"dtype": "bfloat16"}, "batch_size": "auto", "subset": None,
                      "recipe": "project default on a bf16 base: adapter merged (merge_peft), batch_size=auto"},
-    "project_4bit": {"model_args": {"load_in_4bit": True}, "batch_size": "auto", "subset": 512,
+    "project_4bit": {"model_args": {"load_in_4bit": True}, "batch_size": "auto", "subset": 256,
                      "recipe": "project default on a 4-bit base: adapter unmerged, batch_size=auto"},
 }
 
