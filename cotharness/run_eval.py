@@ -12,6 +12,7 @@ Differences from plain ``lm_eval`` (everything else is passed through untouched)
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def main(argv: list[str]) -> int:
         args.log_samples = True
     before = _samples(args.output_path)
     cli.execute(args)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under accelerate/torchrun only rank 0 saves samples, so only it writes predictions
     for samples in sorted(_samples(args.output_path) - before):
         out = write_predictions(samples)
         if out:
