@@ -227,3 +227,29 @@ def test_merge_refuses_4bit_weights(trained_run, tiny_model, tmp_path):
     with pytest.raises(ValueError, match="stored quantized"):
         merge(trained_run, tmp_path / "merged", base_model=str(quantized))
     assert not (tmp_path / "merged").exists()
+
+
+def test_padding_free_batches_match_padded_ones(tiny_model, sft_files, tmp_path):
+    """training.padding_free=true: the same rows concatenated without pad tokens (TRL needs max_length=None,
+    safe because overlong rows are dropped before), and the same loss as the padded batch."""
+    import torch
+
+    def batch(out, **training):
+        cfg = config(tiny_model, sft_files, tmp_path / out, **training)
+        cfg.model.quantization = "none"  # fp32: the two layouts must agree to rounding
+        run = prepare(cfg)
+        return run, next(iter(run.trainer.get_train_dataloader()))
+
+    padded_run, padded = batch("padded")
+    free_run, free = batch("free", padding_free=True)
+    assert free_run.trainer.args.max_length is None and padded_run.trainer.args.max_length is not None
+    assert free["input_ids"].shape[0] == 1 and "attention_mask" not in free
+    rows = [ids[m.bool()].tolist() for ids, m in zip(padded["input_ids"], padded["attention_mask"], strict=True)]
+    assert free["input_ids"][0].tolist() == sum(rows, [])  # same rows, same order, nothing added
+    assert (free["position_ids"][0] == 0).sum() == len(rows)  # positions restart at each row
+    model = padded_run.trainer.model
+    with torch.no_grad():
+        loss_padded = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"],
+                            labels=padded["labels"]).loss
+        loss_free = model(input_ids=free["input_ids"], position_ids=free["position_ids"], labels=free["labels"]).loss
+    torch.testing.assert_close(loss_free, loss_padded, rtol=1e-4, atol=1e-4)

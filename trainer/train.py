@@ -52,7 +52,11 @@ def _sft_config(cfg: TrainConfig, has_eval: bool):
     if not has_eval:  # nothing to evaluate, select or stop on
         args.update(eval_strategy="no", load_best_model_at_end=False)
         args.pop("metric_for_best_model", None)
-    return SFTConfig(output_dir=cfg.output_dir, max_length=cfg.data.max_length, completion_only_loss=True, **args)
+    # Rows over data.max_length are already dropped or refused (trainer/data.py), never truncated. TRL
+    # refuses padding_free (rows concatenated, no pad tokens) with a max_length it would not enforce.
+    padding_free = args.get("padding_free") and not args.get("packing")
+    max_length = None if padding_free else cfg.data.max_length
+    return SFTConfig(output_dir=cfg.output_dir, max_length=max_length, completion_only_loss=True, **args)
 
 
 def _length_table(reports) -> Table:
