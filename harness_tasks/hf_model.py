@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 class QuantizedHFLM(HFLM):
     def __init__(self, *args, max_batch_size: int | None = None, **kwargs):
-        super().__init__(*args, max_batch_size=max_batch_size or MAX_BATCH, **kwargs)
+        # lm-eval's own cap (64) stays for its log-likelihood probe, which only backs off on a CUDA OOM
+        self.generation_cap = max_batch_size or MAX_BATCH
+        super().__init__(*args, max_batch_size=max_batch_size or 64, **kwargs)
 
     def _create_model(self, pretrained, *args, quantization_config=None, merge_peft=None, **kwargs):
         quant = {k: kwargs.pop(k) for k in QUANT_ARGS if k in kwargs}
@@ -86,7 +88,7 @@ class QuantizedHFLM(HFLM):
         longest = max(len(self.tok_encode(context)) for context, _ in (r.args for r in requests))
         new = max(normalize_gen_kwargs(dict(kw), self.max_gen_toks)["max_gen_toks"] for _, kw in (r.args for r in requests))
         prompt = min(longest, self.max_length - new)
-        size = generation_batch_size(self.model.config, prompt, new, free_bytes(self.device), cap=self.max_batch_size)
+        size = generation_batch_size(self.model.config, prompt, new, free_bytes(self.device), cap=self.generation_cap)
         log.info("batch_size=auto: %d sequences per generation batch (longest prompt %d tokens + %d new)",
                  size, prompt, new)
         return size
