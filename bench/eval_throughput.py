@@ -49,8 +49,9 @@ ARMS = {
 }
 
 
-def write_prompts(pairs: list[Path], tokenizer, work: Path) -> dict[str, Path]:
-    """1,977 prompts in the files' order, plus length-spread subsets for the slow arms."""
+def write_prompts(pairs: list[Path], tokenizer, work: Path) -> tuple[dict, dict]:
+    """1,977 prompts in the files' order, plus length-spread subsets for the slow arms; returns the
+    files (by subset size, "full" and "warmup") and the prompts' length statistics."""
     from harness_tasks.tasks import get_task
 
     rows = []
@@ -59,16 +60,17 @@ def write_prompts(pairs: list[Path], tokenizer, work: Path) -> dict[str, Path]:
             rows += [{"premise": r["premise"], "hypothesis": r["hypothesis"]} for r in csv.DictReader(f)]
     rows = [rows[i % len(rows)] for i in range(N_PROMPTS)]
     task = get_task("nli_cot")
-    by_length = sorted(range(N_PROMPTS), key=lambda i: len(tokenizer(task.prompt(rows[i])).input_ids))
+    tokens = [len(tokenizer(task.prompt(row)).input_ids) for row in rows]
+    by_length = sorted(range(N_PROMPTS), key=tokens.__getitem__)
     files = {"full": _csv(work / "prompts_full.csv", rows), "warmup": _csv(work / "prompts_warmup.csv", rows[:16])}
     for n in {a["subset"] for a in ARMS.values() if a["subset"]}:
         step = N_PROMPTS / n
         files[n] = _csv(work / f"prompts_{n}.csv", [rows[by_length[int(k * step)]] for k in range(n)])
-    lengths = [len(tokenizer(task.prompt(rows[i])).input_ids) for i in by_length]
-    files["lengths"] = {"distinct_pairs": len({(r["premise"], r["hypothesis"]) for r in rows}),
-                        "prompt_tokens_min": lengths[0], "prompt_tokens_median": lengths[len(lengths) // 2],
-                        "prompt_tokens_max": lengths[-1]}
-    return files
+    lengths = [tokens[i] for i in by_length]
+    stats = {"distinct_pairs": len({(r["premise"], r["hypothesis"]) for r in rows}),
+             "prompt_tokens_min": lengths[0], "prompt_tokens_median": lengths[len(lengths) // 2],
+             "prompt_tokens_max": lengths[-1]}
+    return files, stats
 
 
 def _csv(path: Path, rows: list[dict]) -> Path:
@@ -106,12 +108,11 @@ def main() -> int:
     from transformers import AutoTokenizer
 
     from cotharness.tiny_model import build
-    from harness_tasks import manifest
     from harness_tasks.hf_model import QuantizedHFLM
 
     args.work.mkdir(parents=True, exist_ok=True)
     tok_dir = build(args.work / "tiny")
-    files = write_prompts(args.pairs, AutoTokenizer.from_pretrained(tok_dir), args.work)
+    files, prompt_stats = write_prompts(args.pairs, AutoTokenizer.from_pretrained(tok_dir), args.work)
     t0 = time.perf_counter()
     base = build_model(tok_dir, args.work / "mistral-7b-shape", adapter_out=args.work / "adapter")
     build_s = round(time.perf_counter() - t0, 1)
@@ -140,14 +141,18 @@ def main() -> int:
                               "samples_per_s": round(n / seconds, 3), "peak_mem_gib": round(peak, 2),
                               "parse_fail": results.get("parse_fail,cot_json")})
             print(arm, runs[arm][-1], flush=True)
-        report = make_report(args, runs, files, base, build_s, load_s, manifest, torch)
+        report = make_report(args, runs, prompt_stats, build_s, load_s)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")  # after every round: a timeout keeps the rounds done
     print(json.dumps({k: v for k, v in report.items() if k not in ("baseline", "project_bf16", "project_4bit")}, indent=1))
     return 0
 
 
-def make_report(args, runs, files, base, build_s, load_s, manifest, torch) -> dict:
+def make_report(args, runs: dict, prompt_stats: dict, build_s: float, load_s: dict) -> dict:
+    import torch
+
+    from harness_tasks import manifest
+
     def block(arm: str) -> dict:
         rates = [r["samples_per_s"] for r in runs[arm]]
         median = statistics.median(rates)
@@ -168,7 +173,7 @@ def make_report(args, runs, files, base, build_s, load_s, manifest, torch) -> di
                      "task": "nli_cot through lm_eval.simple_evaluate with the hf-cot model",
                      "prompts": f"{N_PROMPTS} NLI prompts from {', '.join(p.name for p in args.pairs)}, repeated in order, "
                                 "tokenised by the project's tiny BPE tokenizer (it writes more tokens than Mistral's)",
-                     **files["lengths"],
+                     **prompt_stats,
                      "forced_generation": f"--gen_kwargs {GEN_KWARGS}: every answer is {NEW_TOKENS} tokens",
                      "order": "one process holding every arm's model; one untimed warm-up each; then rounds of all "
                               "arms, the first arm rotating",

@@ -60,9 +60,8 @@ def evaluation(r: dict) -> list[str]:
         lines.append(f"| {b['recipe']} | {_n(b['samples_per_s'], 2)} ({_n(b['samples_per_s_min'], 2)}-"
                      f"{_n(b['samples_per_s_max'], 2)}) | {_n(b['seconds_for_1977'])}{timed} | {_n(b['peak_mem_gib'])} "
                      f"| {speed} | {goal} |")
-    first = {arm: r[arm]["runs"][0]["round"] for arm in EVAL_GOAL_S if arm in r}
-    slowest_first = all(min(r[a]["runs"], key=lambda x: x["samples_per_s"])["round"] == first[a] for a in first)
-    if slowest_first:
+    project_runs = [r[arm]["runs"] for arm in EVAL_GOAL_S if arm in r]
+    if all(min(runs, key=lambda run: run["samples_per_s"]) is runs[0] for runs in project_runs):
         lines += ["", "Each project arm's first timed run was its slowest (the warm-up, 16 prompts of 4 tokens, did not "
                       "cover it): a single evaluation may see less than the median."]
     return lines + ["", "Source: `bench/results/eval_throughput.json` (`bench/eval_throughput.py`)."]

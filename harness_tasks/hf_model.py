@@ -56,9 +56,7 @@ class QuantizedHFLM(HFLM):
 
         if not isinstance(self._model, PeftModel) or merge_peft is False:
             return
-        quantized = getattr(self._model.base_model.model, "is_quantized", False) or getattr(
-            self._model.config, "quantization_config", None) is not None
-        if quantized:
+        if getattr(self._model.config, "quantization_config", None) is not None:  # bitsandbytes (or other) weights
             if merge_peft:
                 raise ValueError("merge_peft=True needs an unquantized base: merging into a 4-bit/8-bit base "
                                  "rounds the adapter into it; drop load_in_4bit or merge_peft")
