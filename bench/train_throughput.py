@@ -29,7 +29,16 @@ sys.path.insert(0, str(REPO))
 
 from mistral_shape import build_model  # noqa: E402
 
-ARMS = {"baseline": REPO / "bench/configs/seed_train.yaml", "project": REPO / "configs/train/default.yaml"}
+ARMS = {"baseline": (REPO / "bench/configs/seed_train.yaml", []), "project": (REPO / "configs/train/default.yaml", [])}
+
+
+def parse_arm(spec: str) -> tuple[str, tuple[Path, list[str]]]:
+    """``--add-arm NAME=CONFIG [section.key=value ...]``: one more arm, a config plus overrides (for trying recipes)."""
+    head, *overrides = spec.split()
+    name, _, config = head.partition("=")
+    if not name or not config:
+        raise argparse.ArgumentTypeError(f"--add-arm {spec!r}: expected NAME=CONFIG [section.key=value ...]")
+    return name, ((REPO / config).resolve(), overrides)
 
 
 def child(args) -> dict:
@@ -72,7 +81,7 @@ def child(args) -> dict:
     trainer.data_collator = counting_collator
     trainer.add_callback(Clock())
     torch.cuda.reset_peak_memory_stats()
-    trainer.train()
+    out = trainer.train()
     (t0, r0, p0), (t1, r1, p1) = marks[args.warmup], marks[args.steps]
     seconds = t1 - t0
     result = {
@@ -81,7 +90,9 @@ def child(args) -> dict:
         "padded_tokens_per_s": round((p1 - p0) / seconds), "padding_fraction": round(1 - (r1 - r0) / (p1 - p0), 3),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
-        "estimate_gib": round(estimate(cfg).total, 2), "load_seconds": round(load_s, 1),
+        "estimate_gib": round(estimate(run.cfg, longest=args.max_length).total, 2), "load_seconds": round(load_s, 1),
+        "resolved": run.settings,  # the "auto" settings as chosen on this GPU
+        "train_loss": round(out.training_loss, 4),  # ~ln(vocab) for random weights: a broken kernel shows here
     }
     print("RESULT " + json.dumps(result), flush=True)
     return result
@@ -119,6 +130,8 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=4, help="steps not timed")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--work", type=Path, default=Path("/tmp/cotharness-bench"))
+    p.add_argument("--add-arm", dest="arms", type=parse_arm, action="append", default=[],
+                   help="an extra arm, 'NAME=CONFIG [section.key=value ...]'; reported under 'variants'")
     # child mode (one run in a fresh process)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--arm", help=argparse.SUPPRESS)
@@ -144,26 +157,34 @@ def main() -> int:
     base = build_model(tok_dir, args.work / "mistral-7b-shape")
     build_s = round(time.perf_counter() - t0, 1)
     torch.cuda.empty_cache()
-    runs = {arm: [] for arm in ARMS}
+    arms = {**ARMS, **dict(args.arms)}
+    runs = {arm: [] for arm in arms}
     for i in range(args.repeats):
-        for arm, config in ARMS.items():
+        for arm, (config, overrides) in arms.items():
             cmd = [sys.executable, __file__, "--child", "--arm", arm, "--config", str(config), "--base", str(base),
                    "--train-file", str(data), "--max-length", str(longest), "--steps", str(args.steps),
                    "--warmup", str(args.warmup), "--work", str(args.work)]
+            cmd += [f"--set={o}" for o in overrides]
             out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
             line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
                 sys.stderr.write(out.stdout[-3000:] + out.stderr[-5000:])
-                raise SystemExit(f"{arm} run {i} failed")
+                if arm in ARMS:
+                    raise SystemExit(f"{arm} run {i} failed")
+                runs[arm].append({"arm": arm, "failed": (out.stderr.strip().splitlines() or ["?"])[-1][:300]})
+                continue
             runs[arm].append(json.loads(line.removeprefix("RESULT ")))
             print(arm, runs[arm][-1], flush=True)
 
     def block(arm: str) -> dict:
-        rates = [r["real_tokens_per_s"] for r in runs[arm]]
-        return {"config": str(ARMS[arm].relative_to(REPO)),
-                "config_text": ARMS[arm].read_text(), "real_tokens_per_s_median": statistics.median(rates),
-                "real_tokens_per_s_min": min(rates), "real_tokens_per_s_max": max(rates),
-                "peak_memory_gib_max": max(r["peak_memory_gib"] for r in runs[arm]), "runs": runs[arm]}
+        config, overrides = arms[arm]
+        done = [r for r in runs[arm] if "failed" not in r]
+        rates = [r["real_tokens_per_s"] for r in done]
+        summary = {"real_tokens_per_s_median": statistics.median(rates), "real_tokens_per_s_min": min(rates),
+                   "real_tokens_per_s_max": max(rates),
+                   "peak_memory_gib_max": max(r["peak_memory_gib"] for r in done)} if done else {}
+        return {"config": str(config.relative_to(REPO)), "overrides": overrides, "config_text": config.read_text(),
+                **summary, "runs": runs[arm]}
 
     report = {
         "benchmark": "train_throughput", "date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(0),
@@ -179,6 +200,8 @@ def main() -> int:
                      "model_build_seconds": build_s},
         "baseline": block("baseline"), "project": block("project"),
     }
+    if args.arms:
+        report["variants"] = {arm: block(arm) for arm, _ in args.arms}
     report["speedup_real_tokens_median"] = round(report["project"]["real_tokens_per_s_median"]
                                                  / report["baseline"]["real_tokens_per_s_median"], 3)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from harness_tasks.yaml_files import merge
 from trainer.config import ConfigError, load_config, parse_set
 
 from conftest import REPO
@@ -85,21 +86,70 @@ def test_cli_refuses_typo_with_suggestion():
     assert "learning_rate" in result.output
 
 
-def test_memory_estimate_brackets_measured_anchors():
-    """Seed recipe on a Mistral-7B shape (bs16 x 512): measured peaks 8.1 GiB (grad ckpt on), 50.6 (off)."""
+MISTRAL_7B = dict(vocab_size=32768, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                  num_attention_heads=32, num_key_value_heads=8)
+
+
+def _measured_runs():
+    """Every run of the committed training benchmark: (config, overrides, longest row, resolved, peak)."""
+    import json
+
+    report = json.loads((REPO / "bench/results/train_throughput.json").read_text())
+    blocks = [report["baseline"], report["project"], *report.get("variants", {}).values()]
+    return [(b["config"], b.get("overrides", []), report["settings"]["max_length_both_arms"], r)
+            for b in blocks for r in b["runs"] if "peak_memory_gib" in r]
+
+
+def test_memory_estimate_brackets_measured_peaks():
+    """The estimate decides gradient_checkpointing=auto: it must not be below any measured peak (an OOM
+    on the first step) nor far above it (checkpointing kept on where it was not needed)."""
     from transformers import MistralConfig
 
     from trainer.memory import estimate
 
-    shape = MistralConfig(vocab_size=32768, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                          num_attention_heads=32, num_key_value_heads=8)
-    for ckpt, measured in ((True, 8.1), (False, 50.6)):
-        cfg = load_config(REPO / "configs/train/default.yaml",
-                          {"data": {"max_length": 512},
-                           "training": {"per_device_train_batch_size": 16, "gradient_checkpointing": ckpt}})
-        est = estimate(cfg, shape)
-        assert measured * 0.9 <= est.total <= measured * 1.3, (ckpt, est.parts)
-        assert 3.5 < est.parts["base weights"] < 4.2  # 7.0B params in NF4 + bf16 embeddings
+    runs = _measured_runs()
+    assert {r["resolved"]["gradient_checkpointing"] for *_, r in runs} == {True, False}
+    for config, overrides, longest, run in runs:
+        cfg = load_config(REPO / config, merge(parse_set(overrides), {"training": run["resolved"]}))
+        est = estimate(cfg, MistralConfig(**MISTRAL_7B), longest=longest)
+        assert run["peak_memory_gib"] <= est.total <= 1.25 * run["peak_memory_gib"], (config, overrides, est.parts)
+        assert 3.5 < est.parts["base weights"] < 4.2 or cfg.model.quantization == "none"
+
+
+def test_auto_settings_on_cpu(tmp_path):
+    from trainer.speed import resolve
+
+    cfg = load_config(REPO / "configs/train/default.yaml")
+    assert (cfg.training["gradient_checkpointing"], cfg.training["use_liger_kernel"]) == ("auto", "auto")
+    resolved, notes = resolve(cfg)
+    assert (resolved.training["gradient_checkpointing"], resolved.training["use_liger_kernel"]) == (True, False)
+    assert cfg.training["gradient_checkpointing"] == "auto"  # the config itself is left as written
+    assert any("no CUDA GPU" in n for n in notes)
+    forced = load_config(REPO / "configs/train/default.yaml", {"training": {"use_liger_kernel": True}})
+    with pytest.raises(ConfigError, match="use_liger_kernel=true needs a CUDA GPU.*cotharness\\[gpu\\]"):
+        resolve(forced)
+    with pytest.raises(ConfigError, match="gradient_checkpointing: expected true, false or auto, got 'maybe'"):
+        load_config(REPO / "configs/train/default.yaml", {"training": {"gradient_checkpointing": "maybe"}})
+
+
+@pytest.mark.parametrize(("gpu_gib", "liger", "longest", "checkpointing"), [
+    (80, True, 819, False),    # ~67 GiB without checkpointing: fits 90% of an 80 GB card
+    (80, False, 819, True),    # without Liger's kernels it does not
+    (141, False, 819, False),  # an H200 has room either way
+    (24, True, 819, True),     # a 24 GB card keeps checkpointing
+    (80, True, 1024, True),    # the longest row decides, not the typical one
+])
+def test_auto_checkpointing_follows_the_estimate(monkeypatch, gpu_gib, liger, longest, checkpointing):
+    from transformers import MistralConfig
+
+    from trainer import speed
+
+    monkeypatch.setattr(speed, "cuda_memory_gib", lambda: gpu_gib)
+    monkeypatch.setattr(speed, "liger_installed", lambda: liger)
+    cfg = load_config(REPO / "configs/train/default.yaml")
+    resolved, notes = speed.resolve(cfg, longest=longest, model_config=MistralConfig(**MISTRAL_7B))
+    assert resolved.training["use_liger_kernel"] is liger
+    assert resolved.training["gradient_checkpointing"] is checkpointing, notes
 
 
 def test_estimate_memory_cli(tiny_model):

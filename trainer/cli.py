@@ -31,12 +31,19 @@ def train(
         raise typer.BadParameter(str(err), param_hint="--config/--set") from None
     if estimate_memory:
         from trainer.memory import estimate, render
+        from trainer.speed import resolve
 
-        typer.echo(render(estimate(cfg)))
+        cfg, notes = resolve(cfg)
+        typer.echo("\n".join([*notes, render(estimate(cfg))]))
         return
+    from harness_tasks.data_files import DataFileError
     from trainer.train import train as run
 
-    run(cfg, resume=resume)
+    try:
+        run(cfg, resume=resume)
+    except (ConfigError, DataFileError, FileExistsError, FileNotFoundError) as err:  # the user's files or settings
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _merge_flags(overrides: dict, flags: dict) -> dict:

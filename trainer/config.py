@@ -58,6 +58,10 @@ class DataSection(Section):
     overlong: Literal["drop", "fail"] = "drop"
 
 
+# SFTConfig fields that also take "auto": trainer/speed.py chooses them for the machine at launch
+MACHINE_CHOSEN = ("use_liger_kernel", "gradient_checkpointing")
+
+
 class TrainConfig(Section):
     base: str | None = None
     """parent config file (relative to this one); its values are the defaults here"""
@@ -79,6 +83,8 @@ class TrainConfig(Section):
                 raise ValueError(f"training.{key}: set it as {owned[key]}")
             if key not in sft_fields():
                 raise ValueError(f"{key!r} is not a field of trl.SFTConfig{_suggest(key, sft_fields())}")
+            if key in MACHINE_CHOSEN and value[key] not in (True, False, "auto"):
+                raise ValueError(f"{key}: expected true, false or auto, got {value[key]!r}")
         # YAML 1.1 reads 2e-4 (no dot) as a string; SFTConfig would get "2e-4"
         return {k: _number(v) for k, v in value.items()}
 

@@ -2,7 +2,9 @@
 
 Counts what LoRA training on frozen (possibly 4-bit) weights keeps alive: frozen linear layers
 save no input for a weight gradient, so the activations are the nonlinear ops' inputs plus the
-LoRA branches' inputs. Worst case: every micro-batch padded to ``data.max_length``.
+LoRA branches' inputs. Worst case: every micro-batch padded to the longest row (``data.max_length``
+unless the caller knows the data). Checked against measured peaks on a Mistral-7B shape
+(tests/test_train_config.py reads bench/results/train_throughput.json).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class Estimate:
         return sum(self.parts.values())
 
 
-def estimate(cfg: TrainConfig, model_config=None) -> Estimate:
+def estimate(cfg: TrainConfig, model_config=None, longest: int | None = None) -> Estimate:
     from transformers import AutoConfig
 
     mc = model_config or AutoConfig.from_pretrained(cfg.model.base_model,
@@ -53,24 +55,31 @@ def estimate(cfg: TrainConfig, model_config=None) -> Estimate:
     lora_dtype = 2 if quant != "none" else act  # TRL keeps QLoRA adapters in bf16
     optim = OPTIMIZER_BYTES.get(cfg.training.get("optim", "adamw_torch"), 8)
 
-    tokens = cfg.training.get("per_device_train_batch_size", 8) * cfg.data.max_length
+    tokens = cfg.training.get("per_device_train_batch_size", 8) * min(longest or cfg.data.max_length,
+                                                                        cfg.data.max_length)
     lora_in = sum(shapes[t][0] for t in targets if t in shapes)
+    liger = cfg.training.get("use_liger_kernel") is True
     per_layer = (
         act * (2 * h + q_dim + 2 * kv_dim + q_dim)  # norm input, q/k/v and attention output kept for sdpa backward
-        + act * (h + 3 * inter)  # norm input, gate, up and act(gate) for SwiGLU's backward
+        + act * (h + 2 * inter)  # norm input, gate and up for SwiGLU's backward
+        # Liger's SwiGLU recomputes act(gate) and its RMSNorm keeps only the bf16 input; without
+        # them transformers keeps act(gate) and each RMSNorm's fp32 upcast of its input
+        + (0 if liger else act * inter + 2 * 4 * h)
         + (act + (1 if cfg.lora.dropout > 0 else 0)) * lora_in  # each LoRA branch's (dropped-out) input
     ) * tokens
     checkpointing = cfg.training.get("gradient_checkpointing", True)
     activations = (n_layers * act * h * tokens + per_layer) if checkpointing else n_layers * per_layer
-    logits = tokens * vocab * (act + 4)  # logits, plus their fp32 upcast for the loss
+    # TRL's SFTTrainer computes the loss through a fused, chunked LM head: no tokens x vocab logits
+    # tensor, only the final hidden states in fp32
+    logits = tokens * h * 4
     parts = {
         "base weights": (linear_params * per_param + embed_params * act) / GIB,
         "LoRA weights + grads": lora_params * 2 * lora_dtype / GIB,
         "optimizer states": lora_params * optim / GIB,
         "activations": activations / GIB,
-        "logits + loss": logits / GIB,
+        "LM head + loss (chunked)": logits / GIB,
     }
-    parts["CUDA context + allocator slack (~5%)"] = 0.5 + 0.05 * sum(parts.values())
+    parts["CUDA context + allocator slack (~8%)"] = 0.5 + 0.08 * sum(parts.values())
     return Estimate(cfg.model.base_model, parts, tokens, _gpus())
 
 

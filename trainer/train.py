@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from rich.table import Table
 from harness_tasks import manifest
 from harness_tasks.data_files import DataFileError
 from harness_tasks.tasks import get_task
-from trainer import model_card
-from trainer.config import TrainConfig
+from trainer import model_card, speed
+from trainer.config import MACHINE_CHOSEN, TrainConfig
 from trainer.data import apply_length_policy, check_lengths, sft_rows
 
 console = Console(stderr=True)
@@ -76,6 +77,12 @@ class Prepared:
     checkpoint: Path | None
     reports: list
     has_eval: bool
+    cfg: TrainConfig  # as trained: "auto" settings resolved for this machine
+    settings: dict  # the resolved ones, for run.json
+
+
+def _longest_kept(reports) -> int:
+    return max(max((n for n in r.lengths if n <= r.max_length), default=0) for r in reports)
 
 
 def prepare(cfg: TrainConfig, resume: bool = False) -> Prepared:
@@ -111,7 +118,14 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> Prepared:
         if not has_eval:
             console.print("[yellow]no eval file: no eval loss, no best-checkpoint selection, no early stopping")
 
+    cfg, notes = speed.resolve(cfg, longest=_longest_kept(reports))
+    if state.is_main_process:
+        for note in notes:
+            console.print(f"[cyan]{note}")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(cfg.output_dir) / "logs")  # logs live in the run dir
+    # TRL 1.16 (pinned) still applies Liger's layer kernels; the Hub kernels it points to instead are
+    # downloaded at launch, which offline machines cannot do
+    warnings.filterwarnings("ignore", message=r"`use_liger_kernel=True` is deprecated", category=FutureWarning)
     args = _sft_config(cfg, has_eval)
     callbacks = []
     if has_eval and cfg.early_stopping_patience and args.load_best_model_at_end:
@@ -119,7 +133,7 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> Prepared:
     trainer = SFTTrainer(model=load_model(cfg.model, tokenizer), args=args, train_dataset=splits["train"],
                          eval_dataset=splits.get("eval"), processing_class=tokenizer,
                          peft_config=lora_config(cfg.lora), callbacks=callbacks)
-    return Prepared(trainer, checkpoint, reports, has_eval)
+    return Prepared(trainer, checkpoint, reports, has_eval, cfg, {k: cfg.training[k] for k in MACHINE_CHOSEN})
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
@@ -130,7 +144,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     trainer, output_dir = run.trainer, Path(cfg.output_dir)
     started = time.time()
     record = _record(cfg, run.reports, status="running", world_size=state.num_processes,
-                     resumed_from=str(run.checkpoint) if run.checkpoint else None)
+                     resolved=run.settings, resumed_from=str(run.checkpoint) if run.checkpoint else None)
     state.wait_for_everyone()  # every process has checked the output dir before run.json appears in it
     if state.is_main_process:
         _write_json(output_dir / RUN_FILE, record)
