@@ -67,24 +67,38 @@ def evaluation(r: dict) -> list[str]:
     return lines + ["", "Source: `bench/results/eval_throughput.json` (`bench/eval_throughput.py`)."]
 
 
+def _on(value) -> str:
+    return "on" if value else "off"
+
+
 def training(r: dict) -> list[str]:
     s, base, proj = r["settings"], r["baseline"], r["project"]
     x = r["speedup_real_tokens_median"]
-    miss = "met" if x >= TRAIN_GOAL_X else "missed"
+    miss = "met" if x >= TRAIN_GOAL_X else f"missed by {100 * (1 - x / TRAIN_GOAL_X):.0f}%"
     lines = [
         "### Training: QLoRA SFT on CoT rows",
         "",
         f"{r['device']}, {r['date']} ({_versions(r, ('torch', 'transformers', 'trl', 'peft', 'bitsandbytes'))}); "
-        f"{s['model']}; {s['data']}; {s['steps'] - s['warmup_steps']} timed steps after {s['warmup_steps']}; "
-        f"{s['repeats']} runs per arm, {s['order']}.",
+        f"{s['model']}; {s['data']}; batches of 16 rows up to {s['max_length_both_arms']} tokens; "
+        f"{s['steps'] - s['warmup_steps']} timed steps after {s['warmup_steps']}; "
+        f"{s['repeats']} runs per arm, {s['order']}. Checkpointing and Liger as `auto` chose them on this GPU "
+        "(or as the overrides set them).",
         "",
-        "| recipe | config | real tokens/s | padding | peak GiB |",
-        "|---|---|---|---|---|",
+        "| recipe | config | checkpointing | Liger | real tokens/s | vs seed | padding | peak GiB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name, b in (("seed", base), ("project", proj)):
-        pad = sorted(run["padding_fraction"] for run in b["runs"])[len(b["runs"]) // 2]
-        lines.append(f"| {name} | `{b['config']}` | {b['real_tokens_per_s_median']:,} ({b['real_tokens_per_s_min']:,}-"
-                     f"{b['real_tokens_per_s_max']:,}) | {100 * pad:.1f}% | {_n(b['peak_memory_gib_max'])} |")
+    rows = [("seed", base), ("project", proj), *r.get("variants", {}).items()]
+    for name, b in rows:
+        runs = [run for run in b["runs"] if "real_tokens_per_s" in run]
+        pad = sorted(run["padding_fraction"] for run in runs)[len(runs) // 2]
+        chosen = runs[0]["resolved"]
+        config = " ".join([f"`{b['config']}`", *(f"`{o}`" for o in b.get("overrides", []))])
+        spread = (f"{b['real_tokens_per_s_median']:,} ({b['real_tokens_per_s_min']:,}-{b['real_tokens_per_s_max']:,})"
+                  if len(runs) > 1 else f"{b['real_tokens_per_s_median']:,} (1 run)")
+        lines.append(f"| {name} | {config} | {_on(chosen['gradient_checkpointing'])} | "
+                     f"{_on(chosen['use_liger_kernel'])} | {spread} | "
+                     f"{b['real_tokens_per_s_median'] / base['real_tokens_per_s_median']:.2f}x | {100 * pad:.1f}% | "
+                     f"{_n(b['peak_memory_gib_max'])} |")
     return lines + ["", f"Project / seed: {x:.2f}x real tokens/s (target {TRAIN_GOAL_X:.0f}x: {miss}). "
                         "Source: `bench/results/train_throughput.json` (`bench/train_throughput.py`)."]
 

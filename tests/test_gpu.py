@@ -38,7 +38,7 @@ def test_liger_kernels_train_on_the_same_loss(tiny_model, tmp_path):
                                   gradient_checkpointing=False)
     assert fused["use_liger_kernel"] and not plain["use_liger_kernel"]
     assert len(plain_losses) == len(fused_losses) == 4
-    assert fused_losses == pytest.approx(plain_losses, rel=2e-2)
+    assert fused_losses == pytest.approx(plain_losses, rel=5e-3)  # measured: equal to 3 decimals (H200)
 
 
 def test_auto_turns_checkpointing_off_when_it_fits(tiny_model, tmp_path):

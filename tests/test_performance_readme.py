@@ -23,3 +23,5 @@ def test_section_carries_every_measured_figure():
     for arm in ("baseline", "project_bf16", "project_4bit"):
         assert f"{ev[arm]['samples_per_s']:,.2f}" in text and f"{ev[arm]['seconds_for_1977']:,.1f}" in text
     assert f"{tr['project']['real_tokens_per_s_median']:,}" in text and f"{tr['speedup_real_tokens_median']:.2f}x" in text
+    for name, variant in tr.get("variants", {}).items():
+        assert f"| {name} |" in text and f"{variant['real_tokens_per_s_median']:,}" in text

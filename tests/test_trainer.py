@@ -107,7 +107,11 @@ def test_loss_falls_and_run_dir_is_complete(trained_run):
     assert len(record["prompt_template"]["sha256"]) == 64
     assert all(len(d["sha256"]) == 64 for d in record["data"].values())
     assert record["config"]["lora"]["r"] == 16
+    # demo.yaml sets checkpointing off; Liger is inherited as "auto": off on a CPU, recorded as chosen
+    assert record["config"]["training"]["use_liger_kernel"] == "auto"
+    assert record["resolved"] == {"use_liger_kernel": False, "gradient_checkpointing": False}
     card = (trained_run / "README.md").read_text()
+    assert "| `use_liger_kernel` | `auto` (chose `False`) |" in card
     assert f"peft={trained_run},load_in_4bit=True" in card and "cotharness eval --tasks nli_cot" in card
     for path in trained_run.rglob("*"):
         if path.is_file() and path.suffix in (".json", ".md", ".txt", ".jinja"):

@@ -31,7 +31,9 @@ def render(record: dict) -> str:
     cfg = record["config"]
     name = Path(cfg["output_dir"]).name
     model, lora, data, training = cfg["model"], cfg["lora"], cfg["data"], cfg["training"]
-    rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(training.items()))
+    resolved = record.get("resolved") or {}  # what "auto" became on the training machine
+    rows = "\n".join(f"| `{k}` | `{v}`{f' (chose `{resolved[k]}`)' if v == 'auto' and k in resolved else ''} |"
+                     for k, v in sorted(training.items()))
     files = "\n".join(f"- `{p}`: {d['rows']} rows, sha256 `{d['sha256'][:12]}…`, tokens median {d['tokens_median']}"
                       f" / max {d['tokens_max']}, {d['over_max_length']} over max_length"
                       for p, d in record["data"].items())
