@@ -103,6 +103,25 @@ def training(r: dict) -> list[str]:
                         "Source: `bench/results/train_throughput.json` (`bench/train_throughput.py`)."]
 
 
+def scaling(r: dict | None) -> list[str]:
+    lines = ["### Training on several GPUs (data parallel)", ""]
+    if r is None:
+        return lines + ["Not measured yet: `python bench/train_throughput.py --gpus 2 --data ... --label-column ...` "
+                        "on a machine with two GPUs writes `bench/results/train_scaling.json`, and this section "
+                        "from it."]
+    one, many, x = r["one_gpu"], r["many_gpus"], r["scaling_real_tokens_median"]
+    goal = "met" if x >= r["goal_scaling"] else f"missed by {100 * (1 - x / r['goal_scaling']):.0f}%"
+    lines += [f"{r['device']}, {r['date']} ({_versions(r, ('torch', 'transformers', 'trl', 'accelerate'))}); "
+              f"`{one['config']}` on 1 GPU and through `accelerate launch` on {r['gpus']} "
+              f"(`configs/accelerate/multi_gpu.yaml`, per-GPU batch unchanged); {r['settings']['repeats']} runs each.",
+              "", "| GPUs | real tokens/s (all GPUs) | peak GiB per GPU |", "|---|---|---|"]
+    for n, b in ((1, one), (r["gpus"], many)):
+        lines.append(f"| {n} | {b['real_tokens_per_s_median']:,} ({b['real_tokens_per_s_min']:,}-"
+                     f"{b['real_tokens_per_s_max']:,}) | {_n(b['peak_memory_gib_max'])} |")
+    return lines + ["", f"Scaling: {x:.2f}x one GPU (target {r['goal_scaling']}x: {goal}). "
+                        "Source: `bench/results/train_scaling.json` (`bench/train_throughput.py --gpus`)."]
+
+
 def datagen(r: dict) -> list[str]:
     s = r["settings"]
     arms = {k: v for k, v in r.items() if isinstance(v, dict) and "rows_per_s_median" in v}
@@ -120,9 +139,10 @@ def render() -> str:
              "the JSON. GPU figures use a Mistral-7B-v0.3 shape with random weights (speed and memory do not depend "
              "on the values) and this project's tiny tokenizer, which writes more tokens per text than Mistral's. "
              "They vary with the GPU, driver and library versions; rerun a script to measure yours.", ""]
-    for name, fn in (("eval_throughput", evaluation), ("train_throughput", training), ("datagen_throughput", datagen)):
+    for name, fn in (("eval_throughput", evaluation), ("train_throughput", training), ("train_scaling", scaling),
+                     ("datagen_throughput", datagen)):
         r = _load(name)
-        if r is not None:
+        if r is not None or fn is scaling:
             parts += fn(r) + [""]
     return "\n".join(parts).rstrip() + "\n"
 

@@ -75,21 +75,36 @@ def child(args) -> dict:
         # Cumulative tokens at each step's end: the data loader may fetch one batch ahead, the same
         # one at both ends of the timed window, so the difference counts the window's tokens.
         def on_step_end(self, a, state, control, **kw):
-            torch.cuda.synchronize()
+            if cuda:
+                torch.cuda.synchronize()
             marks[state.global_step] = (time.perf_counter(), seen["real"], seen["padded"])
 
+    cuda = torch.cuda.is_available()
     trainer.data_collator = counting_collator
     trainer.add_callback(Clock())
-    torch.cuda.reset_peak_memory_stats()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     out = trainer.train()
     (t0, r0, p0), (t1, r1, p1) = marks[args.warmup], marks[args.steps]
+    # data parallel: every process trains its own rows in the same window; count all of them
+    memory = [torch.cuda.max_memory_allocated() / 2**30, torch.cuda.max_memory_reserved() / 2**30] if cuda else [0, 0]
+    counts = torch.tensor([r1 - r0, p1 - p0, *memory], dtype=torch.float64, device=trainer.args.device)
+    world = 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        world = torch.distributed.get_world_size()
+        torch.distributed.all_reduce(counts[:2])
+        torch.distributed.all_reduce(counts[2:], op=torch.distributed.ReduceOp.MAX)
+        if torch.distributed.get_rank() != 0:
+            return {}
+    real, padded, peak, reserved = counts.tolist()
     seconds = t1 - t0
     result = {
-        "arm": args.arm, "config": str(Path(args.config).resolve().relative_to(REPO)), "steps_timed": args.steps - args.warmup,
-        "seconds": round(seconds, 2), "real_tokens_per_s": round((r1 - r0) / seconds),
-        "padded_tokens_per_s": round((p1 - p0) / seconds), "padding_fraction": round(1 - (r1 - r0) / (p1 - p0), 3),
-        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-        "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
+        "arm": args.arm, "config": str(Path(args.config).resolve().relative_to(REPO)), "processes": world,
+        "steps_timed": args.steps - args.warmup,
+        "seconds": round(seconds, 2), "real_tokens_per_s": round(real / seconds),
+        "padded_tokens_per_s": round(padded / seconds), "padding_fraction": round(1 - real / padded, 3),
+        "peak_memory_gib": round(peak, 2),  # per GPU, the largest
+        "peak_reserved_gib": round(reserved, 2),
         "estimate_gib": round(estimate(run.cfg, longest=args.max_length).total, 2), "load_seconds": round(load_s, 1),
         "resolved": run.settings,  # the "auto" settings as chosen on this GPU
         "train_loss": round(out.training_loss, 4),  # ~ln(vocab) for random weights: a broken kernel shows here
@@ -132,6 +147,11 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/cotharness-bench"))
     p.add_argument("--add-arm", dest="arms", type=parse_arm, action="append", default=[],
                    help="an extra arm, 'NAME=CONFIG [section.key=value ...]'; reported under 'variants'")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="N > 1: data-parallel scaling instead: the project's config on 1 GPU and on N GPUs "
+                        "(accelerate launch, configs/accelerate/multi_gpu.yaml); writes train_scaling.json")
+    p.add_argument("--base-model", type=Path, help="an existing model instead of the random Mistral-7B shape "
+                                                    "(a tiny one, to try the script)")
     # child mode (one run in a fresh process)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--arm", help=argparse.SUPPRESS)
@@ -139,13 +159,16 @@ def main() -> int:
     p.add_argument("--base", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--train-file", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--max-length", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--set", action="append", help="child: a config override, section.key=value (for trying recipes)")
+    p.add_argument("--set", action="append", default=[],
+                   help="a config override for every arm, section.key=value (e.g. training.bf16=false on a CPU)")
     args = p.parse_args()
     if args.child:
         child(args)
         return 0
     if args.data is None:
         p.error("--data is required")
+    if args.gpus > 1 and args.out == p.get_default("out"):
+        args.out = REPO / "bench/results/train_scaling.json"
 
     import torch
 
@@ -154,17 +177,26 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     data, longest, tok_dir = prepare_data(args.data, args.label_column, args.work, 16 * 4 * (args.steps + 2))
     t0 = time.perf_counter()
-    base = build_model(tok_dir, args.work / "mistral-7b-shape")
+    base = args.base_model or build_model(tok_dir, args.work / "mistral-7b-shape")
     build_s = round(time.perf_counter() - t0, 1)
-    torch.cuda.empty_cache()
-    arms = {**ARMS, **dict(args.arms)}
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if args.gpus > 1:  # the same config on one GPU and on N
+        project = ARMS["project"]
+        arms, launch = {"one_gpu": project, f"{args.gpus}_gpus": project}, {f"{args.gpus}_gpus": args.gpus}
+    else:
+        arms, launch = {**ARMS, **dict(args.arms)}, {}
     runs = {arm: [] for arm in arms}
     for i in range(args.repeats):
         for arm, (config, overrides) in arms.items():
-            cmd = [sys.executable, __file__, "--child", "--arm", arm, "--config", str(config), "--base", str(base),
-                   "--train-file", str(data), "--max-length", str(longest), "--steps", str(args.steps),
-                   "--warmup", str(args.warmup), "--work", str(args.work)]
-            cmd += [f"--set={o}" for o in overrides]
+            cmd = [sys.executable, __file__]
+            if arm in launch:
+                cmd[1:1] = ["-m", "accelerate.commands.launch", "--config_file",
+                            str(REPO / "configs/accelerate/multi_gpu.yaml"), "--num_processes", str(launch[arm])]
+            cmd += ["--child", "--arm", arm, "--config", str(config), "--base", str(base),
+                    "--train-file", str(data), "--max-length", str(longest), "--steps", str(args.steps),
+                    "--warmup", str(args.warmup), "--work", str(args.work)]
+            cmd += [f"--set={o}" for o in [*args.set, *overrides]]
             out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
             line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
@@ -187,27 +219,35 @@ def main() -> int:
                 **summary, "runs": runs[arm]}
 
     report = {
-        "benchmark": "train_throughput", "date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(0),
+        "benchmark": "train_scaling" if args.gpus > 1 else "train_throughput", "date": time.strftime("%Y-%m-%d"),
+        "device": f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
+        else "cpu",
         # The GPU machine gets a copy of the tree whose .git may be stale: the caller names the commit.
         "versions": manifest.package_versions(),
         "git": {"commit": os.environ["BENCH_COMMIT"]} if os.environ.get("BENCH_COMMIT") else manifest.git_commit(),
-        "settings": {"model": "Mistral-7B-v0.3 shape, random bf16 weights, loaded through the trainer",
+        "settings": {"model": f"{args.base_model}, loaded through the trainer" if args.base_model else
+                     "Mistral-7B-v0.3 shape, random bf16 weights, loaded through the trainer",
                      "data": f"{args.data.name}: {len(set(data.read_text().splitlines()))} distinct rows, "
                              "tokenised by the project's tiny BPE tokenizer (Mistral's is not available offline; "
                              "it writes more tokens per text)",
                      "max_length_both_arms": longest, "steps": args.steps, "warmup_steps": args.warmup,
                      "repeats": args.repeats, "order": "alternating, one fresh process per run",
                      "model_build_seconds": build_s},
-        "baseline": block("baseline"), "project": block("project"),
     }
-    if args.arms:
-        report["variants"] = {arm: block(arm) for arm, _ in args.arms}
-    report["speedup_real_tokens_median"] = round(report["project"]["real_tokens_per_s_median"]
-                                                 / report["baseline"]["real_tokens_per_s_median"], 3)
+    if args.gpus > 1:
+        one, many = (block(arm) for arm in arms)
+        report.update(one_gpu=one, many_gpus=many, gpus=args.gpus, goal_scaling=1.8,
+                      scaling_real_tokens_median=round(many["real_tokens_per_s_median"]
+                                                       / one["real_tokens_per_s_median"], 3))
+    else:
+        report.update(baseline=block("baseline"), project=block("project"))
+        if args.arms:
+            report["variants"] = {arm: block(arm) for arm, _ in args.arms}
+        report["speedup_real_tokens_median"] = round(report["project"]["real_tokens_per_s_median"]
+                                                     / report["baseline"]["real_tokens_per_s_median"], 3)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in report.items() if k not in ("baseline", "project")}, indent=1))
-    print("speedup", report["speedup_real_tokens_median"])
+    print(json.dumps({k: v for k, v in report.items() if not isinstance(v, dict) or k == "settings"}, indent=1))
     return 0
 
 

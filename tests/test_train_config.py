@@ -121,13 +121,16 @@ def test_memory_estimate_brackets_measured_peaks():
 def test_auto_settings_on_cpu(tmp_path):
     from trainer.speed import resolve
 
-    cfg = load_config(REPO / "configs/train/default.yaml")
+    with pytest.raises(ConfigError, match=r"training.bf16=true \(mixed precision\) needs a CUDA GPU; on a CPU set "
+                                          r"training.bf16=false, or start from configs/train/demo.yaml"):
+        resolve(load_config(REPO / "configs/train/default.yaml"))
+    cfg = load_config(REPO / "configs/train/default.yaml", {"training": {"bf16": False}})
     assert (cfg.training["gradient_checkpointing"], cfg.training["use_liger_kernel"]) == ("auto", "auto")
     resolved, notes = resolve(cfg)
     assert (resolved.training["gradient_checkpointing"], resolved.training["use_liger_kernel"]) == (True, False)
     assert cfg.training["gradient_checkpointing"] == "auto"  # the config itself is left as written
     assert any("no CUDA GPU" in n for n in notes)
-    forced = load_config(REPO / "configs/train/default.yaml", {"training": {"use_liger_kernel": True}})
+    forced = load_config(REPO / "configs/train/default.yaml", {"training": {"use_liger_kernel": True, "bf16": False}})
     with pytest.raises(ConfigError, match="use_liger_kernel=true needs a CUDA GPU.*cotharness\\[gpu\\]"):
         resolve(forced)
     with pytest.raises(ConfigError, match="gradient_checkpointing: expected true, false or auto, got 'maybe'"):

@@ -42,6 +42,10 @@ def resolve(cfg: TrainConfig, longest: int | None = None, model_config=None) -> 
     gpu_gib = cuda_memory_gib()
     training = dict(cfg.training)
     notes = []
+    mixed = [k for k in ("bf16", "fp16") if training.get(k)]
+    if gpu_gib is None and mixed:
+        raise ConfigError(f"training.{mixed[0]}=true (mixed precision) needs a CUDA GPU; on a CPU set "
+                          f"training.{mixed[0]}=false, or start from configs/train/demo.yaml")
     liger = training.get("use_liger_kernel", False)
     installed = liger_installed()
     if liger == AUTO:
