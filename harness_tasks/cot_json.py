@@ -38,6 +38,9 @@ class Parsed:
     label: Hashable | None
     thought: str | None
     method: str  # "json" | "repaired" | "regex" | "none"
+    extra: dict | None = None
+    """the schema's extra keys (e.g. "parameters") as the answer object holding the label wrote them;
+    None when no such object was decoded (regex or nothing)"""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -68,7 +71,7 @@ def parse(text, schema: AnswerSchema | None = None) -> Parsed:
         if parsed.label is None and isinstance(text, str) and straighten_quotes(text) != text:
             again = _parse(straighten_quotes(text), schema)
             if again.label is not None:
-                return Parsed(again.label, again.thought, "repaired")
+                return Parsed(again.label, again.thought, "repaired", again.extra)
         return parsed
     except Exception:  # a parser bug must cost one answer, not the whole evaluation
         return Parsed(None, None, "none")
@@ -80,17 +83,17 @@ def _parse(text, schema: AnswerSchema) -> Parsed:
     text = text[:MAX_CHARS]
     fallback_thought = None
     for obj in _strict_objects(text):
-        label, thought = _answer(obj, schema)
+        label, thought, holder = _answer(obj, schema)
         if label is not None:
-            return Parsed(label, thought, "json")
+            return Parsed(label, thought, "json", _extra(holder, schema))
         fallback_thought = fallback_thought or thought
     for start in _object_starts(text, MAX_REPAIR_STARTS):
         window = text[start : start + REPAIR_WINDOW]
         repaired = json_repair.loads(window)
         for obj in repaired if isinstance(repaired, list) else [repaired]:
-            label, thought = _answer(obj, schema)
+            label, thought, holder = _answer(obj, schema)
             if label is not None and label in _raw_labels(window, schema):
-                return Parsed(label, thought, "repaired")
+                return Parsed(label, thought, "repaired", _extra(holder, schema))
             fallback_thought = fallback_thought or thought
     raw = _raw_labels(text, schema)
     if raw:
@@ -128,23 +131,30 @@ def _strict_objects(text: str) -> Iterator:
         pos = text.find("{", end)
 
 
-def _answer(obj, schema: AnswerSchema) -> tuple[Hashable | None, str | None]:
-    """(label, thought) from a decoded object; looks one level into nested dicts."""
+def _answer(obj, schema: AnswerSchema) -> tuple[Hashable | None, str | None, dict | None]:
+    """(label, thought, the object holding the label) from a decoded object; looks one level into
+    nested dicts."""
     if not isinstance(obj, dict):
-        return None, None
+        return None, None, None
     keyed = {str(k).strip().lower(): v for k, v in obj.items()}
     thought = next((keyed[k] for k in schema.thought_keys if isinstance(keyed.get(k), str)), None)
     for key in schema.label_keys:
         if key in keyed:
             label = schema.to_label(keyed[key])
             if label is not None:
-                return label, thought
+                return label, thought, keyed
     for value in obj.values():
         if isinstance(value, dict):
-            label, inner_thought = _answer(value, schema)
+            label, inner_thought, holder = _answer(value, schema)
             if label is not None:
-                return label, inner_thought or thought
-    return None, thought
+                return label, inner_thought or thought, holder
+    return None, thought, None
+
+
+def _extra(holder: dict | None, schema: AnswerSchema) -> dict | None:
+    if not schema.extra_keys or holder is None:
+        return None
+    return {k: holder.get(k.lower()) for k in schema.extra_keys}
 
 
 def _key_pattern(keys) -> str:
@@ -195,14 +205,23 @@ class CoTJSONFilter(Filter):
 
     schema: AnswerSchema | None = None
 
+    def schema_for_doc(self, doc: dict) -> AnswerSchema | None:
+        """The schema a document is answered in; override when it varies by document (e.g. each
+        tool_select document lists the tools it may be answered with)."""
+        return self.schema
+
     def apply(self, resps, docs):
-        return [[_answer_json(parse(r, self.schema)) for r in group] for group in resps]
+        return [[_answer_json(parse(r, self.schema_for_doc(doc))) for r in group] for group, doc in zip(resps, docs)]
 
 
 def _answer_json(parsed: Parsed) -> str:
-    return json.dumps({"label": parsed.label, "method": parsed.method})
+    out = {"label": parsed.label, "method": parsed.method}
+    if parsed.extra is not None:
+        out["extra"] = parsed.extra
+    return json.dumps(out, ensure_ascii=False)
 
 
 def filtered_answer(filtered: str) -> dict:
-    """Inverse of the filter's output: ``{"label": ..., "method": ...}``."""
+    """Inverse of the filter's output: ``{"label": ..., "method": ...}`` plus ``"extra"`` (the schema's
+    extra keys) when the task has any and the answer was a decoded object."""
     return json.loads(filtered)

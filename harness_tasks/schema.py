@@ -30,6 +30,8 @@ class AnswerSchema:
     thought_key_aliases: tuple[str, ...] = ("thought", "thoughts", "reasoning", "rationale", "explanation")
     label_synonyms: Mapping[str, Hashable] = field(default_factory=dict)
     """extra spellings accepted for a label, e.g. {"not entailed": 0}; compared case-insensitively."""
+    extra_keys: tuple[str, ...] = ()
+    """answer keys after the label (e.g. a tool call's "parameters"); the parser hands them to the task."""
 
     def __post_init__(self):
         lookup: dict[str, Hashable] = {}

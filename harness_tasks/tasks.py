@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,36 +27,64 @@ class TaskSpec:
     schema: AnswerSchema
     example: Mapping | None = None
     """a worked example (the fields, ``thought_process`` and ``label``) that teacher prompts show"""
+    context: Callable[[dict], dict] | None = None
+    """more template fields for a row, derived from it (e.g. the tool list a tool_select row is asked about)"""
 
     def text(self, row: dict) -> str:
         """The task text for ``row`` without the instruction wrapper (what an API teacher is sent)."""
         missing = [f for f in self.fields if f not in row]
         if missing:
             raise KeyError(f"task {self.name}: row lacks field(s) {missing}")
-        return prompts.render(self.template, **{f: row[f] for f in self.fields}, **self.schema.template_fields())
+        extra = self.context(row) if self.context else {}
+        return prompts.render(self.template, **{f: row[f] for f in self.fields}, **extra,
+                              **self.schema.template_fields())
 
     def prompt(self, row: dict) -> str:
         """The full model input (instruction-wrapped), identical for training and evaluation."""
         return prompts.wrap_instruction(self.text(row))
 
-    def answer(self, thought: str, label) -> str:
-        """The target answer text: reasoning first, then the label (no EOS; the trainer adds it)."""
+    def answer(self, thought: str, label, **extra) -> str:
+        """The target answer text: reasoning first, then the label, then the schema's extra keys given
+        (no EOS; the trainer adds it)."""
         if self.schema.to_label(label) is None:
             raise ValueError(f"task {self.name}: {label!r} is not a label of {list(self.schema.labels)}")
-        return json.dumps({self.schema.thought_key: thought, self.schema.label_key: self.schema.to_label(label)},
-                          ensure_ascii=False)
+        answer = {self.schema.thought_key: thought, self.schema.label_key: self.schema.to_label(label)}
+        answer.update({k: extra[k] for k in self.schema.extra_keys if k in extra})
+        return json.dumps(answer, ensure_ascii=False)
+
+
+def _folders() -> list[str]:
+    return sorted(p.parent.name for p in TASKS_DIR.glob("*/utils.py"))
+
+
+def task_names() -> list[str]:
+    """Every task name: each folder's ``TASK`` and the ``VARIANTS`` its utils.py defines."""
+    names = []
+    for folder in _folders():
+        module = importlib.import_module(f"harness_tasks.{folder}.utils")
+        names += [folder, *getattr(module, "VARIANTS", {})]
+    return names
 
 
 def get_task(name: str) -> TaskSpec:
-    """The TaskSpec of ``harness_tasks/<name>/utils.py``."""
-    if not (TASKS_DIR / name / "utils.py").is_file():
-        known = sorted(p.parent.name for p in TASKS_DIR.glob("*/utils.py"))
-        raise KeyError(f"unknown task {name!r}; known: {known}")
-    return importlib.import_module(f"harness_tasks.{name}.utils").TASK
+    """The TaskSpec of ``harness_tasks/<name>/utils.py`` (``TASK``), or a variant a folder defines
+    (``VARIANTS = {"puzzte_3way": TaskSpec(...)}``: another label set over the same data)."""
+    if (TASKS_DIR / name / "utils.py").is_file():
+        return importlib.import_module(f"harness_tasks.{name}.utils").TASK
+    for folder in _folders():
+        variants = getattr(importlib.import_module(f"harness_tasks.{folder}.utils"), "VARIANTS", {})
+        if name in variants:
+            return variants[name]
+    raise KeyError(f"unknown task {name!r}; known: {task_names()}")
 
 
 def schema_for(lm_eval_task: str) -> AnswerSchema | None:
-    """The answer schema behind an lm-eval task name of this project (any YAML in a task folder)."""
+    """The answer schema behind an lm-eval task name of this project: a task or variant of that name,
+    else the folder whose YAML defines it (e.g. ``nli_direct`` scores with ``nli_cot``'s labels)."""
+    try:
+        return get_task(lm_eval_task).schema
+    except KeyError:
+        pass
     for yaml_file in TASKS_DIR.glob(f"*/{lm_eval_task}.yaml"):
         if (yaml_file.parent / "utils.py").is_file():
             return get_task(yaml_file.parent.name).schema

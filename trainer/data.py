@@ -32,7 +32,8 @@ def sft_rows(path: str | Path, task: TaskSpec, eos_token: str, label_column: str
         if label is None:
             raise DataFileError(f"{where}: {label_column}={row[label_column]!r} is not one of "
                                 f"{list(task.schema.labels)}")
-        out.append({"prompt": task.prompt(row), "completion": task.answer(thought, label) + eos_token})
+        extra = {k: row[k] for k in task.schema.extra_keys if k in row}  # e.g. a tool call's parameters
+        out.append({"prompt": task.prompt(row), "completion": task.answer(thought, label, **extra) + eos_token})
     if not out:
         raise DataFileError(f"{path}: no rows")
     return out
