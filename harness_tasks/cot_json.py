@@ -211,7 +211,7 @@ class CoTJSONFilter(Filter):
         return self.schema
 
     def apply(self, resps, docs):
-        return [[_answer_json(parse(r, self.schema_for_doc(doc))) for r in group] for group, doc in zip(resps, docs)]
+        return [[_answer_json(parse(r, self.schema_for_doc(doc))) for r in group] for group, doc in zip(resps, docs, strict=True)]
 
 
 def _answer_json(parsed: Parsed) -> str:
