@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cotharness import per_class
+from cotharness.per_class import UNPARSED
 from harness_tasks import manifest
 from harness_tasks.tasks import schema_for
 
-UNPARSED = "unparsed"
 BOOTSTRAP = 10_000
 SERVER_COUNTS = "the teacher's API server (meta.thoughts.tokens_out, all attempts of a row)"
 
@@ -206,6 +207,8 @@ def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, see
                 base_values.setdefault((task, metric), value)
             labels = classes + ([UNPARSED] if (pred == UNPARSED).any() else [])
             task_detail["models"][r.name] = {
+                "per_class": per_class.report(list(gold), [None if p == UNPARSED else p for p in pred],
+                                              order=list(display.values()))["per_class"],
                 "confusion": {"labels": labels,
                               "matrix": [[int(((gold == g) & (pred == p)).sum()) for p in labels] for g in classes],
                               "gold_labels": classes},
@@ -270,7 +273,16 @@ def markdown(rows: list[dict], tasks: dict, meta: dict) -> str:
             lines += [f"| {g} | " + " | ".join(map(str, row)) + " |"
                       for g, row in zip(conf["gold_labels"], conf["matrix"], strict=True)]
             lines.append("")
-        lines += [f"![{task}](bars_{task}.png)", ""]
+        lines += ["Per class, in % (precision / recall / F1; support = gold documents):", "",
+                  "| class | " + " | ".join(models) + " | support |", "|---" * (len(models) + 2) + "|"]
+        classes = dict.fromkeys(c for m in models for c in detail["models"][m]["per_class"])
+        for c in classes:
+            cells = [detail["models"][m]["per_class"].get(c) for m in models]
+            support = next(x["support"] for x in cells if x)
+            lines.append(f"| {c} | " + " | ".join(
+                f"{_fmt(x['precision'])} / {_fmt(x['recall'])} / {_fmt(x['f1'])}" if x else "-" for x in cells)
+                + f" | {support} |")
+        lines += ["", f"![{task}](bars_{task}.png)", ""]
     git = meta["git"]
     lines += ["---", f"cotharness {meta['versions'].get('cotharness')}, lm-eval {meta['versions'].get('lm_eval')}, "
               f"transformers {meta['versions'].get('transformers')}, commit {git.get('commit')}"

@@ -6,19 +6,22 @@ Differences from plain ``lm_eval`` (everything else is passed through untouched)
   and ``bnb_4bit_*`` work on transformers 5, an adapter is merged into an unquantized base, and the
   batch size defaults to ``auto``, sized for generation from the prompts and free memory;
 - with ``--output_path``, samples are logged and each CoT task's predictions are also written as
-  ``predictions_<task>_<timestamp>.csv`` (id, predicted label, how it was parsed, gold if known).
+  ``predictions_<task>_<timestamp>.csv`` (id, predicted label, how it was parsed, gold if known), and
+  for labelled documents per-class precision/recall/F1 and the confusion matrix are printed and
+  written as ``per_class_<task>_<timestamp>.json`` (any label set: NLI classes, puzzle verdicts, tools).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 from harness_tasks.cot_json import filtered_answer
-from harness_tasks.manifest import write_csv_atomic
-from harness_tasks.tasks import TASKS_DIR
+from harness_tasks.manifest import write_atomic, write_csv_atomic
+from harness_tasks.tasks import TASKS_DIR, schema_for
 
 HF_ALIASES = {"hf", "hf-auto", "huggingface"}
 
@@ -53,6 +56,9 @@ def main(argv: list[str]) -> int:
         out = write_predictions(samples)
         if out:
             print(f"predictions: {out}")
+            report = write_per_class(out)
+            if report:
+                print(f"per class: {report}")
     return 0
 
 
@@ -76,3 +82,34 @@ def write_predictions(samples: Path) -> Path | None:
                          "parse_method": answer["method"], "label": doc.get("label")})
     out = samples.with_name(samples.name.replace("samples_", "predictions_", 1)).with_suffix(".csv")
     return write_csv_atomic(out, rows, ["id", "predicted_label", "parse_method", "label"])
+
+
+def task_of(path: Path) -> str:
+    """The task in lm-eval's ``samples_<task>_<timestamp>.jsonl`` (or our predictions file) name."""
+    match = re.match(r"(?:samples|predictions)_(.+)_\d{4}-\d{2}-\d{2}T", path.name)
+    return match.group(1) if match else path.stem
+
+
+def write_per_class(predictions: Path) -> Path | None:
+    """Per-class scores and confusion of a predictions CSV's labelled rows, printed and written beside it."""
+    import pandas as pd
+    from rich.console import Console
+
+    from cotharness.per_class import report, tables
+
+    frame = pd.read_csv(predictions, dtype=str, keep_default_na=False)
+    frame = frame[frame["label"] != ""]
+    if frame.empty:
+        return None
+    task = task_of(predictions)
+    schema = schema_for(task)
+    names = {str(k): v for k, v in schema.labels.items()} if schema else {}
+    gold = [names.get(g, g) for g in frame["label"]]
+    pred = [None if p == "" else names.get(p, p) for p in frame["predicted_label"]]
+    rep = {"task": task, **report(gold, pred, order=list(names.values()))}
+    console = Console()
+    for table in tables(task, rep):
+        console.print(table)
+    out = predictions.with_name(predictions.name.replace("predictions_", "per_class_", 1)).with_suffix(".json")
+    write_atomic(out, json.dumps(rep, indent=2))
+    return out

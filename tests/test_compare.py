@@ -57,6 +57,11 @@ def test_report(runs, tmp_path):
     assert (out / "bars_nli_cot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "summary.md").read_text()
     assert "| tuned |" in md and "McNemar" in md
+    # per class: the confusion [[18, 2], [2, 18]] gives 90% precision, recall and F1 for entailment
+    assert conf["tuned"]["per_class"]["entailment"] == pytest.approx(
+        {"precision": 0.9, "recall": 0.9, "f1": 0.9, "support": 20, "predicted": 20})
+    assert conf["base"]["per_class"]["entailment"]["recall"] == 0.0
+    assert "| entailment | 0.0 / 0.0 / 0.0 | 90.0 / 90.0 / 90.0 | 20 |" in md
     meta = json.loads((out / "manifest.json").read_text())
     assert meta["versions"]["lm_eval"] and "commit" in meta["git"]
 

@@ -63,6 +63,17 @@ def test_cotharness_eval_4bit_with_peft(tiny_model, lora_adapter, tmp_path):
     assert predictions.read_text().splitlines()[0] == "id,predicted_label,parse_method,label"
     assert len(predictions.read_text().splitlines()) == 7
     assert "predictions:" in proc.stdout
+    # the per-class report agrees with lm-eval's own figures for the same documents
+    (per_class,) = out.rglob("per_class_nli_cot_*.json")
+    rep = json.loads(per_class.read_text())
+    conf, n = rep["confusion"], rep["documents"]
+    assert n == 6 and "per class" in proc.stdout and "confusion" in proc.stdout
+    diagonal = sum(row[conf["predicted"].index(g)] for g, row in zip(conf["gold"], conf["matrix"], strict=True)
+                   if g in conf["predicted"])
+    unparsed = sum(row[conf["predicted"].index("unparsed")] for row in conf["matrix"]) if "unparsed" in conf["predicted"] else 0
+    assert diagonal / n == res["results"]["nli_cot"]["acc,cot_json"]
+    assert unparsed / n == res["results"]["nli_cot"]["parse_fail,cot_json"]
+    assert set(conf["gold"]) <= {"entailment", "no entailment"}  # label names, not ids
 
 
 def test_quantized_hflm_loads_4bit_and_adapter(tiny_model, lora_adapter):
