@@ -46,6 +46,10 @@ def main(argv: list[str]) -> int:
         args.model = hf_model.NAME  # lm-eval's default model is hf
     if args.model == hf_model.NAME and getattr(args, "batch_size", None) is None:
         args.batch_size = "auto"  # lm-eval's default is 1; hf-cot sizes generation batches to the memory
+    missing = _missing_local_paths(args.model_args)
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
     if args.output_path:
         args.log_samples = True
     before = _samples(args.output_path)
@@ -60,6 +64,21 @@ def main(argv: list[str]) -> int:
             if report:
                 print(f"per class: {report}")
     return 0
+
+
+LOCAL_PREFIXES = ("/", "./", "../", "~")
+
+
+def _missing_local_paths(model_args) -> str | None:
+    """A model, adapter or tokenizer given as a local path (absolute, ./ or ~) that does not exist: said in
+    one line, before lm-eval would take it for a hub id and fail deep inside transformers."""
+    if not isinstance(model_args, dict):
+        return None
+    for key in ("pretrained", "peft", "tokenizer"):
+        value = model_args.get(key)
+        if isinstance(value, str) and value.startswith(LOCAL_PREFIXES) and not Path(value).expanduser().exists():
+            return f"--model_args {key}={value}: no such directory (a hub id has no leading '/', './' or '~')"
+    return None
 
 
 def _samples(output_path: str | None) -> set[Path]:

@@ -117,6 +117,38 @@ def _prepare_command():
 app.command("prepare")(_prepare_command())
 
 
+def _tools_command():
+    from datagen.tools_cli import command
+
+    return command
+
+
+app.command("tools")(_tools_command())
+
+
+@app.command()
+def puzzles(
+    out: Annotated[Path, typer.Option(help="Output JSONL (id, family, premise, hypothesis, label, thought_process).")],
+    split: Annotated[str, typer.Option(help="train | dev | test (people's names differ between splits).")] = "train",
+    n: Annotated[int, typer.Option(min=1, help="Rows; families and labels take turns, so both are balanced.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Same seed, same rows.")] = 0,
+    manifest: Annotated[bool, typer.Option(help="Also write <name>.manifest.json (options, balance, versions).")]
+    = True,
+):
+    """Logic puzzles for the puzzte task (comparison, knights and knaves, zebra): labels computed by a
+    solver (entailment / contradiction / ambiguous), with the solver's reasoning as the thought."""
+    from datagen.synthetic_puzzles import LABELS, write
+
+    try:
+        counts = write(out, split, n, seed, manifest)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{out}: {n} rows ({split}, seed {seed})")
+    for family, by_label in counts.items():
+        typer.echo(f"  {family}: " + ", ".join(f"{label} {by_label[label]}" for label in LABELS))
+
+
 @app.command()
 def synthetic(
     out: Annotated[Path, typer.Option(help="Directory for train.jsonl, dev.jsonl, test.jsonl.")],

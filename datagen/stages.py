@@ -143,7 +143,8 @@ def input_rows(stage: str, path: str | Path, task: TaskSpec, label_column: str =
     rows (this project's or the seed format: the fields, the reasoning, the label, ``true_label``).
     """
     if stage == "thoughts":
-        rows = load_task_rows(path, task.fields, task.schema.labels, label_column, keep_columns=True)
+        rows = load_task_rows(path, task.fields, task.schema.labels, label_column, keep_columns=True,
+                              to_label=task.schema.to_label)  # label names too (puzzle rows say "contradiction")
         ids = Counter(row["id"] for row in rows)
         again = [i for i, n in ids.items() if n > 1]
         if again:

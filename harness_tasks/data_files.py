@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 
 import datasets
@@ -47,11 +47,14 @@ def read_rows(path: str | Path) -> list[tuple[int, dict]]:
 
 
 def load_task_rows(path: str | Path, fields: Iterable[str], labels: Iterable[Hashable],
-                   label_column: str = "label", keep_columns: bool = False) -> list[dict]:
+                   label_column: str = "label", keep_columns: bool = False,
+                   to_label: Callable[[object], Hashable | None] | None = None) -> list[dict]:
     """Validated rows ``{id, <fields>, label}``; ``label`` is None where the file has none.
 
     Files without a label column (hidden test sets) are fine: those rows get predictions only.
     ``keep_columns`` keeps the file's other columns too (after the fields, before ``label``).
+    ``to_label`` (a schema's ``to_label``) also reads label names and synonyms, e.g. a puzzle file's
+    "contradiction"; without it a label must be written as one of the ids in ``labels``.
     """
     path, fields, labels = Path(path), tuple(fields), list(labels)
     rows = read_rows(path)
@@ -68,7 +71,8 @@ def load_task_rows(path: str | Path, fields: Iterable[str], labels: Iterable[Has
                 raise DataFileError(f"{where}: column {c!r} is empty or not text")
         label = None
         if row.get(label_column) not in (None, ""):
-            label = next((lb for lb in labels if str(row[label_column]).strip() == str(lb)), None)
+            label = to_label(row[label_column]) if to_label else \
+                next((lb for lb in labels if str(row[label_column]).strip() == str(lb)), None)
             if label is None:
                 raise DataFileError(f"{where}: {label_column}={row[label_column]!r} is not one of {labels}")
         rid = row.get("id")

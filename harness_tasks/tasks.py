@@ -29,6 +29,12 @@ class TaskSpec:
     """a worked example (the fields, ``thought_process`` and ``label``) that teacher prompts show"""
     context: Callable[[dict], dict] | None = None
     """more template fields for a row, derived from it (e.g. the tool list a tool_select row is asked about)"""
+    row_schema: Callable[[dict], AnswerSchema] | None = None
+    """the schema one row is answered in, where the labels vary by row (a tool_select row may list its
+    own tools); ``schema`` otherwise, and always for display"""
+
+    def schema_of(self, row: dict) -> AnswerSchema:
+        return self.row_schema(row) if self.row_schema else self.schema
 
     def text(self, row: dict) -> str:
         """The task text for ``row`` without the instruction wrapper (what an API teacher is sent)."""
@@ -43,13 +49,14 @@ class TaskSpec:
         """The full model input (instruction-wrapped), identical for training and evaluation."""
         return prompts.wrap_instruction(self.text(row))
 
-    def answer(self, thought: str, label, **extra) -> str:
+    def answer(self, thought: str, label, schema: AnswerSchema | None = None, **extra) -> str:
         """The target answer text: reasoning first, then the label, then the schema's extra keys given
-        (no EOS; the trainer adds it)."""
-        if self.schema.to_label(label) is None:
-            raise ValueError(f"task {self.name}: {label!r} is not a label of {list(self.schema.labels)}")
-        answer = {self.schema.thought_key: thought, self.schema.label_key: self.schema.to_label(label)}
-        answer.update({k: extra[k] for k in self.schema.extra_keys if k in extra})
+        (no EOS; the trainer adds it). ``schema``: the row's (:meth:`schema_of`), default ``self.schema``."""
+        schema = schema or self.schema
+        if schema.to_label(label) is None:
+            raise ValueError(f"task {self.name}: {label!r} is not a label of {list(schema.labels)}")
+        answer = {schema.thought_key: thought, schema.label_key: schema.to_label(label)}
+        answer.update({k: extra[k] for k in schema.extra_keys if k in extra})
         return json.dumps(answer, ensure_ascii=False)
 
 

@@ -170,3 +170,13 @@ def test_generation_batch_arithmetic():
     assert generation_batch_size(mistral, 400, 200, free=120 * 2**30) == 512  # capped
     assert generation_batch_size(mistral, 400, 200, free=40 * 2**30) == 248  # 40 GiB x 0.85 / per_seq, to a multiple of 8
     assert generation_batch_size(mistral, 400, 200, free=10**6) == 1
+
+
+def test_missing_local_model_is_one_line(tmp_path, capsys):
+    from cotharness.run_eval import main
+
+    missing = tmp_path / "no-such-model"
+    assert main(["--tasks", "nli_cot", "--model_args", f"pretrained={missing}", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --model_args pretrained={missing}: no such directory "
+                   "(a hub id has no leading '/', './' or '~')"]

@@ -26,14 +26,16 @@ def sft_rows(path: str | Path, task: TaskSpec, eos_token: str, label_column: str
         missing = [c for c in (*task.fields, thought_column, label_column) if c not in row]
         if missing:
             raise DataFileError(f"{where}: missing column(s) {missing}; found {sorted(row)}")
-        thought, label = row[thought_column], task.schema.to_label(row[label_column])
+        schema = task.schema_of(row)  # e.g. the tools a tool_select row lists
+        thought, label = row[thought_column], schema.to_label(row[label_column])
         if not isinstance(thought, str) or not thought.strip():
             raise DataFileError(f"{where}: {thought_column!r} is empty")
         if label is None:
             raise DataFileError(f"{where}: {label_column}={row[label_column]!r} is not one of "
-                                f"{list(task.schema.labels)}")
-        extra = {k: row[k] for k in task.schema.extra_keys if k in row}  # e.g. a tool call's parameters
-        out.append({"prompt": task.prompt(row), "completion": task.answer(thought, label, **extra) + eos_token})
+                                f"{list(schema.labels)}")
+        extra = {k: row[k] for k in schema.extra_keys if k in row}  # e.g. a tool call's parameters
+        out.append({"prompt": task.prompt(row),
+                    "completion": task.answer(thought, label, schema=schema, **extra) + eos_token})
     if not out:
         raise DataFileError(f"{path}: no rows")
     return out
