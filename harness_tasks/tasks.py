@@ -24,7 +24,8 @@ class TaskSpec:
     name: str
     template: str
     fields: tuple[str, ...]
-    schema: AnswerSchema
+    schema: AnswerSchema | None
+    """JSON keys and labels of the answer; None for a free-text task (see ``target``)"""
     example: Mapping | None = None
     """a worked example (the fields, ``thought_process`` and ``label``) that teacher prompts show"""
     context: Callable[[dict], dict] | None = None
@@ -32,6 +33,10 @@ class TaskSpec:
     row_schema: Callable[[dict], AnswerSchema] | None = None
     """the schema one row is answered in, where the labels vary by row (a tool_select row may list its
     own tools); ``schema`` otherwise, and always for display"""
+
+    target: Callable[[dict], str] | None = None
+    """a free-text task's training target for a row (e.g. the response to an instruction); tasks
+    with a label schema train on :meth:`answer` instead"""
 
     def schema_of(self, row: dict) -> AnswerSchema:
         return self.row_schema(row) if self.row_schema else self.schema
@@ -42,8 +47,8 @@ class TaskSpec:
         if missing:
             raise KeyError(f"task {self.name}: row lacks field(s) {missing}")
         extra = self.context(row) if self.context else {}
-        return prompts.render(self.template, **{f: row[f] for f in self.fields}, **extra,
-                              **self.schema.template_fields())
+        schema_fields = self.schema.template_fields() if self.schema else {}
+        return prompts.render(self.template, **{f: row[f] for f in self.fields}, **extra, **schema_fields)
 
     def prompt(self, row: dict) -> str:
         """The full model input (instruction-wrapped), identical for training and evaluation."""

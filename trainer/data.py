@@ -18,11 +18,15 @@ from harness_tasks.tasks import TaskSpec
 
 def sft_rows(path: str | Path, task: TaskSpec, eos_token: str, label_column: str = "label",
              thought_column: str = "thought_process") -> list[dict]:
-    """``[{"prompt", "completion"}]`` from a CSV/JSONL of task rows with a thought and a gold label."""
+    """``[{"prompt", "completion"}]`` from a CSV/JSONL of task rows with a thought and a gold label, or,
+    for a free-text task (``task.target``), with the fields its target is made of."""
     path = Path(path)
     out = []
     for lineno, row in read_rows(path):
         where = f"{path}:{lineno}"
+        if task.target is not None:
+            out.append({"prompt": _prompt(task, row, where), "completion": _target(task, row, where) + eos_token})
+            continue
         missing = [c for c in (*task.fields, thought_column, label_column) if c not in row]
         if missing:
             raise DataFileError(f"{where}: missing column(s) {missing}; found {sorted(row)}")
@@ -39,6 +43,23 @@ def sft_rows(path: str | Path, task: TaskSpec, eos_token: str, label_column: str
     if not out:
         raise DataFileError(f"{path}: no rows")
     return out
+
+
+def _prompt(task: TaskSpec, row: dict, where: str) -> str:
+    try:
+        return task.prompt(row)
+    except KeyError as err:  # a field the template needs is missing
+        raise DataFileError(f"{where}: {err.args[0]}; found {sorted(row)}") from None
+
+
+def _target(task: TaskSpec, row: dict, where: str) -> str:
+    try:
+        text = task.target(row)
+    except KeyError as err:
+        raise DataFileError(f"{where}: missing column {err.args[0]!r}; found {sorted(row)}") from None
+    if not isinstance(text, str) or not text.strip():
+        raise DataFileError(f"{where}: the training target is empty")
+    return text
 
 
 @dataclass
