@@ -4,8 +4,11 @@ Reads each run's ``results_*.json`` and ``samples_<task>_*.jsonl`` (``--log_samp
 models on the documents they share, and reports per task and metric: value with a 95% bootstrap CI,
 the delta against the first model (the base), a paired McNemar test on per-document correctness,
 parse-failure rate, mean generated tokens and wall time, per-class accuracy and confusion matrices.
-A datagen thoughts ``.jsonl`` may stand in for a run: the teacher model's answers on the same
-documents (``cotharness.teacher_run``).
+Tasks scored by a number per document (a judge's 1-5, declared in the task YAML's
+``metadata.per_doc_score``) get the mean score, the pass rate and the unscored share instead, paired
+by document with a Wilcoxon signed-rank test on the scores and McNemar on passing
+(``cotharness.compare_scores``). A datagen thoughts ``.jsonl`` may stand in for a run: the teacher
+model's answers on the same documents (``cotharness.teacher_run``).
 """
 
 from __future__ import annotations
@@ -145,7 +148,7 @@ def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, see
     A ``.jsonl`` in ``run_dirs`` is a teacher thoughts file, matched to the first lm-eval run's
     documents; its task is its manifest's, else ``teacher_task``.
     """
-    from cotharness import plots
+    from cotharness import compare_scores, plots
     from cotharness.teacher_run import load_teacher
 
     if len(run_dirs) < 1:
@@ -177,6 +180,13 @@ def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, see
     count_tokens, counted_by = _tokens(runs)
     rows, details, base_values = [], {}, {}
     for task in tasks:
+        spec = compare_scores.spec_of(runs, task)
+        if spec is not None:  # scored by a number per document, not a label: its own statistics
+            scored = compare_scores.task_report(runs, task, spec, seed, count_tokens, counted_by)
+            if scored:
+                rows += scored[0]
+                details[task] = scored[1]
+            continue
         shared = sorted(set.intersection(*(set(r.samples[task]) for r in runs)))
         shared = [d for d in shared if runs[0].samples[task][d].get("f1_macro") is not None]
         hashes = {d: runs[0].samples[task][d].get("doc_hash") for d in shared}
@@ -203,7 +213,8 @@ def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, see
                 base_value = base_values.get((task, metric))
                 rows.append({"model": r.name, "task": task, "metric": metric, "value": value, "ci_low": lo,
                              "ci_high": hi, "delta_vs_base": None if base_value is None else value - base_value,
-                             "mcnemar_p": p_value if metric == "acc" else None, "n": len(shared)})
+                             "mcnemar_p": p_value if metric == "acc" else None, "wilcoxon_p": None,
+                             "n": len(shared), "unit": "share"})
                 base_values.setdefault((task, metric), value)
             labels = classes + ([UNPARSED] if (pred == UNPARSED).any() else [])
             task_detail["models"][r.name] = {
@@ -219,15 +230,18 @@ def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, see
         details[task] = task_detail
     out.mkdir(parents=True, exist_ok=True)
     _write(out, rows, details, runs)
-    plots.confusion_matrices(details, out)
-    plots.grouped_bars(rows, out)
+    score_tasks = {t for t, d in details.items() if "per_doc_score" in d}
+    plots.confusion_matrices({t: d for t, d in details.items() if t not in score_tasks}, out)
+    plots.grouped_bars([r for r in rows if r["task"] not in score_tasks], out)
+    plots.score_bars([r for r in rows if r["task"] in score_tasks], details, out)
     return {"rows": rows, "tasks": details, "runs": runs, "notes": notes}
 
 
 def _write(out: Path, rows: list[dict], tasks: dict, runs: list[Run]) -> None:
     keep = ("model", "task", "metric", "value", "ci_low", "ci_high")
     manifest.write_atomic(out / "summary.json", json.dumps([{k: r[k] for k in keep} | {
-        "delta_vs_base": r["delta_vs_base"], "mcnemar_p": r["mcnemar_p"], "n": r["n"]} for r in rows], indent=2))
+        "delta_vs_base": r["delta_vs_base"], "mcnemar_p": r["mcnemar_p"], "wilcoxon_p": r["wilcoxon_p"],
+        "n": r["n"], "unit": r["unit"]} for r in rows], indent=2))
     manifest.write_csv_atomic(out / "summary.csv", rows, list(rows[0]) if rows else list(keep))
     meta = {"runs": [{"name": r.name, "teacher": r.teacher} if r.teacher else
                      {"name": r.name, "model_args": r.results.get("config", {}).get("model_args"),
@@ -246,8 +260,13 @@ def _fmt(x, pct=True) -> str:
 
 
 def markdown(rows: list[dict], tasks: dict, meta: dict) -> str:
+    from cotharness import compare_scores
+
     lines = ["# Comparison", ""]
     for task, detail in tasks.items():
+        if "per_doc_score" in detail:
+            lines += compare_scores.markdown(task, detail, [r for r in rows if r["task"] == task])
+            continue
         models = list(detail["models"])
         metrics = list(dict.fromkeys(r["metric"] for r in rows if r["task"] == task))
         lines += [f"## {task} ({detail['documents']} documents)", "",
@@ -295,11 +314,17 @@ def print_table(rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="cotharness compare", width=max(110, Console().width))
-    for col in ("task", "model", "metric", "value %", "95% CI", "Δ vs base", "McNemar p"):
+    # tasks scored per document (judge_score is a mean 1-5, not a %) add the Wilcoxon test's column
+    score_tasks = {r["task"] for r in rows if r.get("unit") == "score"}
+    for col in ("task", "model", "metric", "value % (score: mean)" if score_tasks else "value %", "95% CI",
+                "Δ vs base", "McNemar p") + (("Wilcoxon p",) if score_tasks else ()):
         table.add_column(col)
     for r in rows:
-        if r["metric"] in ("acc", "f1_macro", "parse_fail") or r["metric"].startswith("acc_"):
-            table.add_row(r["task"], r["model"], r["metric"], _fmt(r["value"]),
-                          f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]", _fmt(r["delta_vs_base"]),
-                          _fmt(r["mcnemar_p"], pct=False))
+        if r["metric"] in ("acc", "f1_macro", "parse_fail") or r["metric"].startswith("acc_") \
+                or r["task"] in score_tasks:
+            pct = r.get("unit") != "score"
+            table.add_row(r["task"], r["model"], r["metric"], _fmt(r["value"], pct),
+                          f"[{_fmt(r['ci_low'], pct)}, {_fmt(r['ci_high'], pct)}]", _fmt(r["delta_vs_base"], pct),
+                          _fmt(r["mcnemar_p"], pct=False),
+                          *((_fmt(r.get("wilcoxon_p"), pct=False),) if score_tasks else ()))
     Console().print(table)

@@ -1,4 +1,5 @@
-"""PNG plots for ``cotharness compare``: confusion matrices and grouped bars with 95% CIs."""
+"""PNG plots for ``cotharness compare``: confusion matrices and grouped bars with 95% CIs (for tasks
+scored per document: the mean score, the pass rate and the unscored share)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,35 @@ def grouped_bars(rows: list[dict], out: Path) -> list[Path]:
         ax.set_ylabel("%")
         ax.set_title(f"{task} (95% bootstrap CI)")
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+        paths.append(_save(fig, out / f"bars_{task}.png"))
+    return paths
+
+
+def score_bars(rows: list[dict], tasks: dict, out: Path) -> list[Path]:
+    """Per task scored per document: the mean score (on the task's scale) and the pass rate and
+    unscored share (%), each model side by side with 95% CI whiskers."""
+    paths = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        spec, task_rows = tasks[task]["per_doc_score"], [r for r in rows if r["task"] == task]
+        models = list(dict.fromkeys(r["model"] for r in task_rows))
+        by = {(r["model"], r["metric"]): r for r in task_rows}
+        fig, (left, right) = plt.subplots(1, 2, figsize=(3.2 + 0.6 * len(models) + 4, 3.8),
+                                          gridspec_kw={"width_ratios": [1, 2]})
+        for ax, metrics, scale in ((left, [spec["metric"]], 1),
+                                   (right, [spec["pass_metric"], spec["unscored_metric"]], 100)):
+            for model, (x, width) in zip(models, _bar_slots(len(metrics), len(models)), strict=True):
+                cells = [by[(model, m)] for m in metrics]
+                values = np.array([scale * c["value"] for c in cells])
+                low = values - np.array([scale * c["ci_low"] for c in cells])
+                high = np.array([scale * c["ci_high"] for c in cells]) - values
+                ax.bar(x, values, width, yerr=[np.nan_to_num(low), np.nan_to_num(high)], capsize=3, label=model)
+            ax.set_xticks(range(len(metrics)), metrics)
+        left.set_ylim(0, spec["max"] + 0.25)
+        left.set_ylabel(f"mean score ({spec['min']}-{spec['max']})")
+        right.set_ylim(0, 105)
+        right.set_ylabel("%")
+        right.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+        fig.suptitle(f"{task} ({tasks[task]['documents']} documents, 95% bootstrap CI)")
         paths.append(_save(fig, out / f"bars_{task}.png"))
     return paths
 

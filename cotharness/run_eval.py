@@ -53,7 +53,14 @@ def main(argv: list[str]) -> int:
     if args.output_path:
         args.log_samples = True
     before = _samples(args.output_path)
-    cli.execute(args)
+    from harness_tasks.data_files import DataFileError
+    from harness_tasks.judge import JudgeError
+
+    try:
+        cli.execute(args)
+    except (DataFileError, JudgeError) as err:  # the user's data file or judge settings, said in one line
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if os.environ.get("RANK", "0") != "0":
         return 0  # under accelerate/torchrun only rank 0 saves samples, so only it writes predictions
     for samples in sorted(_samples(args.output_path) - before):
@@ -87,6 +94,8 @@ def _samples(output_path: str | None) -> set[Path]:
 
 def write_predictions(samples: Path) -> Path | None:
     """CSV of one task's predictions from lm-eval's samples file; None if not a CoT-JSON task."""
+    if schema_for(task_of(samples)) is None:
+        return None  # a free-text task (e.g. judge-scored instruction following): no label to predict
     rows = []
     with samples.open(encoding="utf-8") as f:
         for line in f:

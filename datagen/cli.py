@@ -8,6 +8,19 @@ from typing import Annotated
 
 import typer
 
+from datagen.cli_options import (
+    DryRun,
+    Limit,
+    MaxCost,
+    Prices,
+    RedoChanged,
+    Retries,
+    RetryFailed,
+    Rpm,
+    Timeout,
+    Tpm,
+)
+
 app = typer.Typer(no_args_is_help=True, help="Generate training and evaluation data.")
 
 # Options shared by the teacher stages (thoughts, score, reflect).
@@ -17,8 +30,6 @@ Backend = Annotated[str, typer.Option(help="mistral | mistral-batch (Batch API, 
 ServerUrl = Annotated[str | None, typer.Option(help="Any server with Mistral/OpenAI chat completions, e.g. "
                                                     "http://localhost:8000 (vLLM, llama.cpp); default: the Mistral API.")]
 Concurrency = Annotated[int, typer.Option(min=1, help="Requests in flight (hf: also the batch size).")]
-Limit = Annotated[int | None, typer.Option(min=1, help="Only the first N input rows.")]
-DryRun = Annotated[bool, typer.Option(help="Print the first request and a token/cost estimate; send nothing.")]
 Task = Annotated[str, typer.Option(help="Task folder under harness_tasks/ (prompt and answer schema).")]
 Temperature = Annotated[float, typer.Option(min=0, help="Sampling temperature (0: greedy).")]
 TopP = Annotated[float | None, typer.Option(help="Nucleus sampling.")]
@@ -26,16 +37,7 @@ MaxTokens = Annotated[int, typer.Option(min=1, help="Most tokens per answer.")]
 Seed = Annotated[int | None, typer.Option(help="random_seed sent with each request (reproducible sampling).")]
 Format = Annotated[str, typer.Option(help="json_object (JSON mode) | json_schema (structured output, where the "
                                           "model supports it: fewer re-prompts) | none.")]
-Timeout = Annotated[float, typer.Option(min=1, help="Seconds per request before it is retried.")]
-Rpm = Annotated[int | None, typer.Option(min=1, help="Requests per minute at most.")]
-Tpm = Annotated[int | None, typer.Option(min=1, help="Tokens per minute at most (estimated before sending).")]
 Reprompts = Annotated[int, typer.Option(min=0, help="Re-prompts with the error after an invalid answer.")]
-Retries = Annotated[int, typer.Option(min=0, help="Retries of a 429/5xx/timeout (exponential backoff, "
-                                                  "Retry-After honoured).")]
-MaxCost = Annotated[float | None, typer.Option(help="Stop before spending more than this many USD (this run).")]
-RetryFailed = Annotated[bool, typer.Option(help="Try rows that failed in an earlier run again.")]
-RedoChanged = Annotated[bool, typer.Option(help="Replace rows made with a different prompt/model/parameters.")]
-Prices = Annotated[Path | None, typer.Option(help="Price table (default configs/datagen/prices.yaml).")]
 Adapter = Annotated[Path | None, typer.Option(help="hf: a PEFT adapter on top of --model.")]
 FourBit = Annotated[bool, typer.Option(help="hf: load --model in 4-bit NF4.")]
 Device = Annotated[str | None, typer.Option(help="hf: cuda, cuda:1, cpu (default: cuda if available).")]
@@ -61,9 +63,9 @@ def run_or_exit(cfg) -> None:
     from datagen.backends.base import FatalBackendError
     from datagen.pipeline import UsageError, run
     from datagen.runner import ChangedRequestsError
-    from datagen.secrets import MissingKeyError, redact
     from datagen.store import OutputLockedError
     from harness_tasks.data_files import DataFileError
+    from harness_tasks.secrets import MissingKeyError, redact
 
     try:
         tally = run(cfg)
@@ -124,6 +126,17 @@ def _tools_command():
 
 
 app.command("tools")(_tools_command())
+
+
+def _backtranslate_cli():
+    from datagen import backtranslate_cli
+
+    return backtranslate_cli
+
+
+# Instruction backtranslation: `backtranslate inverse|augment`, and `curate` (a judge keeps the good pairs)
+app.add_typer(_backtranslate_cli().app, name="backtranslate")
+app.command("curate")(_backtranslate_cli().curate)
 
 
 @app.command()

@@ -21,10 +21,10 @@ from datagen import runner
 from datagen.backends import BACKENDS, make_backend
 from datagen.pricing import Price, estimate_tokens, price_for
 from datagen.runner import Budget, Item, Options, Recorder, Tally, console
-from datagen.secrets import api_key, redact
 from datagen.stages import STAGES, Stage, input_rows
 from datagen.store import JsonlStore, row_key, sidecar
 from harness_tasks import manifest
+from harness_tasks.secrets import api_key, redact
 from harness_tasks.tasks import get_task
 
 STAGE_TEMPLATES = {"thoughts": ("teacher_system",), "score": ("judge_system", "judge_user"),
@@ -57,8 +57,11 @@ class StageRun:
     timeout: float = 120.0
     prices: Path | None = None
     backend_args: dict = field(default_factory=dict)
-    """backend-specific settings: hf (adapter, batch_size, load_in_4bit, device), batch (poll_interval)"""
+    """backend-specific settings: hf (adapter, batch_size, load_in_4bit, device, use_chat_template),
+    batch (poll_interval)"""
     options: Options = field(default_factory=Options)
+    extra: dict = field(default_factory=dict)
+    """more for the manifest (e.g. the settings file a command read)"""
 
 
 def manifest_path(out: Path) -> Path:
@@ -84,8 +87,12 @@ def params(cfg: StageRun) -> dict:
     return out
 
 
-def run(cfg: StageRun) -> Tally:
-    """Run one stage; returns what it did (also printed and recorded in the manifest)."""
+def run(cfg: StageRun, stage: Stage | None = None, rows: list[dict] | None = None) -> Tally:
+    """Run one stage; returns what it did (also printed and recorded in the manifest).
+
+    ``stage`` and ``rows``: a stage defined outside ``STAGES`` (e.g. ``datagen/backtranslate.py``) and its
+    validated input rows; by default ``STAGES[cfg.stage]`` and the rows it reads from ``cfg.input``.
+    """
     from datagen.backends import endpoint
 
     try:
@@ -98,8 +105,10 @@ def run(cfg: StageRun) -> Tally:
         raise UsageError(f"--out {cfg.out}: the output is JSONL; name it *.jsonl")
     if cfg.backend not in BACKENDS:
         raise UsageError(f"--backend {cfg.backend!r}: use one of {', '.join(BACKENDS)}")
-    stage = STAGES[cfg.stage](task)
-    rows = input_rows(cfg.stage, cfg.input, task, cfg.label_column)[: cfg.limit]
+    stage = stage or STAGES[cfg.stage](task)
+    if stage.answer_model is None and cfg.response_format != "none":
+        raise UsageError(f"{cfg.stage} is answered in free text, not JSON: use --response-format none")
+    rows = (rows if rows is not None else input_rows(cfg.stage, cfg.input, task, cfg.label_column))[: cfg.limit]
     price = price_for(cfg.model, cfg.backend, cfg.prices)
     if cfg.options.max_cost is not None and price is None:
         raise UsageError(f"--max-cost needs the price of {cfg.model!r}: add it to "
@@ -135,8 +144,9 @@ def run(cfg: StageRun) -> Tally:
             tally.stopped = tally.stopped or _why(err)
         finally:
             store.compact([row_key(r) for r in rows])
-            _write_manifest(cfg, stage, store, tally, price, where, runner.elapsed(started))
-        print_summary(cfg, tally, price, runner.elapsed(started), store)
+            report = stage.report(list(store.rows.values())) if stage.report else {}
+            _write_manifest(cfg, stage, store, tally, price, where, runner.elapsed(started), report)
+        print_summary(cfg, tally, price, runner.elapsed(started), store, report)
         if error is not None:
             raise error
     return tally
@@ -163,11 +173,11 @@ def _why(err: BaseException) -> str:
 
 
 def _write_manifest(cfg: StageRun, stage: Stage, store: JsonlStore, tally: Tally, price: Price | None,
-                    where: str, wall: float) -> None:
+                    where: str, wall: float, report: dict) -> None:
     path = manifest_path(cfg.out)
     previous = json.loads(path.read_text()) if path.is_file() else {}
     statuses = _statuses(store, cfg.stage)
-    templates = (*STAGE_TEMPLATES[cfg.stage], stage.task.template)
+    templates = (*STAGE_TEMPLATES.get(cfg.stage, stage.templates), stage.task.template)
     data = {
         "stage": cfg.stage, "task": stage.task.name, "backend": cfg.backend, "model": cfg.model,
         "endpoint": redact(where),
@@ -176,7 +186,7 @@ def _write_manifest(cfg: StageRun, stage: Stage, store: JsonlStore, tally: Tally
         "input": {"path": str(cfg.input), "sha256": manifest.sha256_file(cfg.input), "rows": tally.rows},
         "output": {"path": str(cfg.out), "rows": len(store.rows), "ok": statuses.count("ok"),
                    "failed": statuses.count("failed")},
-        "price": asdict(price) if price else None,
+        "price": asdict(price) if price else None, **({"report": report} if report else {}), **cfg.extra,
         "versions": manifest.package_versions(), "git": manifest.git_commit(),
         "runs": [*previous.get("runs", []), {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_seconds": wall,
                                              **_tally_dict(tally)}],
@@ -195,7 +205,8 @@ def _tally_dict(tally: Tally) -> dict:
     return out
 
 
-def print_summary(cfg: StageRun, tally: Tally, price: Price | None, wall: float, store: JsonlStore) -> None:
+def print_summary(cfg: StageRun, tally: Tally, price: Price | None, wall: float, store: JsonlStore,
+                  report: dict | None = None) -> None:
     table = Table(title=f"datagen {cfg.stage}: {cfg.model} ({cfg.backend}) -> {cfg.out}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
@@ -211,6 +222,8 @@ def print_summary(cfg: StageRun, tally: Tally, price: Price | None, wall: float,
     table.add_row("wall time", f"{wall:.1f} s ({rate:.2f} rows/s)")
     statuses = _statuses(store, cfg.stage)
     table.add_row("output", f"{len(store.rows)} rows: {statuses.count('ok')} ok, {statuses.count('failed')} failed")
+    for name, value in (report or {}).items():  # the stage's own counts, e.g. a score distribution
+        table.add_row(name, ", ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(value, dict) else str(value))
     console.print(table)
     for row_id, error in tally.failures[:20]:
         console.print(f"[red]failed[/] id {row_id}: {error}", markup=True, highlight=False)

@@ -7,8 +7,9 @@
 2. ``run_live``: ``concurrency`` workers send requests through the backend; tenacity retries 429s
    (honouring Retry-After), 5xx, timeouts and lost connections with jittered exponential backoff;
    aiolimiter keeps requests and tokens per minute under the limits. An answer that is not valid
-   JSON for the stage's schema is re-prompted with what was wrong, up to ``max_reprompts`` times;
-   then the row is recorded as failed, with the reason. Persistent 429s, refused keys and
+   JSON for the stage's schema (or that a free-text stage's reader refuses) is re-prompted with what
+   was wrong, or re-asked (``Stage.resample``), up to ``max_reprompts`` times; then the row is
+   recorded as failed, with the reason and the last reply. Persistent 429s, refused keys and
    unreachable servers stop the run instead of failing every row.
 3. Every finished row is appended to the output at once; ``max_cost`` reserves each request's
    worst case before sending it, so the run stops before spending more than allowed.
@@ -36,13 +37,14 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from datagen.answers import InvalidAnswer, validate
 from datagen.backends.base import Backend, BackendError, ChatRequest, FatalBackendError, request_hash
 from datagen.pricing import Price, estimate_tokens
-from datagen.secrets import redact
 from datagen.stages import Stage
 from datagen.store import JsonlStore, row_key
+from harness_tasks.secrets import redact
 
 console = Console(stderr=True)
 MAX_RETRY_AFTER = 120.0  # seconds; a longer Retry-After is capped (and counted as one more retry)
 REPROMPT = "Your reply could not be used: {error}. Reply again with only the corrected JSON object."
+MAX_KEPT_REPLY = 4000  # characters of a failed row's last reply kept in its meta
 
 
 @dataclass
@@ -139,7 +141,10 @@ class Recorder:
 
     def answer(self, item: Item, text: str):
         """The validated answer in ``text`` for ``item``'s row; raises InvalidAnswer."""
-        answer, repaired = validate(text, self.stage.answer_model)
+        if self.stage.read is not None:  # a free-text reply, e.g. a judge's reasoning ending in "Score: N"
+            answer, repaired = self.stage.read(text), False
+        else:
+            answer, repaired = validate(text, self.stage.answer_model)
         self.stage.check(item.row, answer)
         return answer, repaired
 
@@ -158,28 +163,36 @@ class Recorder:
                 max_reprompts: int) -> ChatRequest | None:
         """The re-prompt after an invalid answer, or None once the row is recorded as failed."""
         if turns["reprompts"] >= max_reprompts:
-            self.failed(item, f"no valid answer in {turns['attempts']} tries; last: {error}", turns, completion.model)
+            self.failed(item, f"no valid answer in {turns['attempts']} tries; last: {error}", turns, completion.model,
+                        reply=completion.text)
             return None
         turns["reprompts"] += 1
         self.tally.reprompts += 1
-        return request.reprompt(completion.text, REPROMPT.format(error=error))
+        if self.stage.resample:  # the first prompt again; a new seed, or a seeded sampler repeats its answer
+            seed = item.request.params.get("random_seed")
+            params = item.request.params if seed is None else {**item.request.params,
+                                                                "random_seed": seed + turns["reprompts"]}
+            return ChatRequest(item.request.model, item.request.messages, item.request.response_format, params)
+        return request.reprompt(completion.text, (self.stage.reprompt or REPROMPT).format(error=error))
 
     def ok(self, item: Item, answer, turns: dict, model: str | None, repaired: bool) -> None:
         self.tally.done += 1
         self.tally.repaired += repaired
         self._write(item, self.stage.result(item.row, answer), "ok", None, turns, model, repaired)
 
-    def failed(self, item: Item, error: str, turns: dict, model: str | None = None) -> None:
+    def failed(self, item: Item, error: str, turns: dict, model: str | None = None, reply: str | None = None) -> None:
+        """Record the row as failed; ``reply``: the last invalid answer, kept for inspection."""
         error = redact(error)
         self.tally.failed += 1
         self.tally.failures.append((row_key(item.row), error))
-        self._write(item, self.stage.empty, "failed", error, turns, model, False)
+        extra = {} if reply is None else {"last_reply": redact(reply)[:MAX_KEPT_REPLY]}
+        self._write(item, self.stage.empty, "failed", error, turns, model, False, extra)
 
     def _write(self, item: Item, fields: dict, status: str, error: str | None, turns: dict, model: str | None,
-               repaired: bool) -> None:
+               repaired: bool, extra: dict | None = None) -> None:
         """The input row, the stage's fields, and how they were made under ``meta.<stage>``."""
         meta = {"status": status, "error": error, "model": model or item.request.model, "backend": self.backend_name,
-                "request_hash": item.hash, **turns, "repaired": repaired}
+                "request_hash": item.hash, **turns, "repaired": repaired, **(extra or {})}
         row = {k: v for k, v in item.row.items() if k != "meta"}
         self.store.append({**row, **fields, "meta": {**item.row.get("meta", {}), self.stage.name: meta}})
         self.on_row()

@@ -32,10 +32,11 @@ SCORES = (1, 2, 3, 4, 5)
 class Stage:
     name: str
     task: TaskSpec
-    system: str
-    """the system prompt (the same for every row)"""
+    system: str | None
+    """the system prompt (the same for every row); None: the user message alone"""
     user: Callable[[dict], str]
-    answer_model: type[BaseModel]
+    answer_model: type[BaseModel] | None
+    """the JSON answer's schema; None for a stage whose replies are free text (see ``read``)"""
     result: Callable[[dict, BaseModel], dict]
     """output fields from (input row, validated answer)"""
     empty: dict
@@ -43,9 +44,23 @@ class Stage:
     wanted: Callable[[dict], bool] = lambda row: True
     check: Callable[[dict, BaseModel], None] = lambda row, answer: None
     """a further check of a valid answer against its row; raises InvalidAnswer"""
+    read: Callable[[str], object] | None = None
+    """free-text replies (a judge's reasoning ending in "Score: N", an instruction): the answer read from a
+    reply, or InvalidAnswer; used instead of JSON validation against ``answer_model``"""
+    reprompt: str | None = None
+    """the message after an invalid answer (``{error}`` is filled in); default: the runner's JSON one"""
+    resample: bool = False
+    """re-ask an invalid answer with the same prompt and the next ``random_seed`` instead of continuing the
+    conversation: for a model trained on one single-turn prompt (the backward model), which cannot follow
+    a correction. Live backends only (the Batch API re-asks a conversation)."""
+    templates: tuple[str, ...] = ()
+    """prompt templates the stage renders besides its task's (hashed into the manifest)"""
+    report: Callable[[list[dict]], dict] | None = None
+    """counts over the output rows (e.g. a score distribution): printed in the summary, kept in the manifest"""
 
     def messages(self, row: dict) -> tuple[dict, ...]:
-        return ({"role": "system", "content": self.system}, {"role": "user", "content": self.user(row)})
+        user = {"role": "user", "content": self.user(row)}
+        return (user,) if self.system is None else ({"role": "system", "content": self.system}, user)
 
 
 def _model(name: str, **fields) -> type[BaseModel]:

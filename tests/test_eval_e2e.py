@@ -180,3 +180,13 @@ def test_missing_local_model_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: --model_args pretrained={missing}: no such directory "
                    "(a hub id has no leading '/', './' or '~')"]
+
+
+def test_missing_data_file_is_one_line(tiny_model, tmp_path, capsys):
+    from cotharness.run_eval import main
+
+    missing = tmp_path / "test.csv"
+    code = main(["--tasks", "nli_cot", "--model_args", f"pretrained={tiny_model}", "--device", "cpu",
+                 "--limit", "1", "--metadata", json.dumps({"test_file": str(missing)})])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {missing}: no such file"

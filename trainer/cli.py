@@ -11,7 +11,8 @@ import typer
 def train(
     config: Annotated[Path | None, typer.Option(help="Training config YAML (configs/train/*.yaml).")] = None,
     base_model: Annotated[str | None, typer.Option(help="Hub id or local path of the base model.")] = None,
-    train_file: Annotated[Path | None, typer.Option(help="CSV/JSONL of task rows with thought and label.")] = None,
+    train_file: Annotated[Path | None, typer.Option(help="CSV/JSONL of task rows (with thought and label, or a "
+                                                               "free-text task's fields).")] = None,
     eval_file: Annotated[Path | None, typer.Option(help="Held-out rows for eval loss and early stopping.")] = None,
     output_dir: Annotated[Path | None, typer.Option(help="Run directory (adapter, run.json, model card).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,

@@ -53,6 +53,7 @@ class DataSection(Section):
     eval_file: str | None = None
     label_column: str = "label"
     thought_column: str = "thought_process"
+    """these two: tasks with an answer schema; a free-text task (``TaskSpec.target``) trains on its target"""
     max_length: int = Field(1024, gt=0)
     """tokens of prompt + answer + EOS; longer rows are dropped or fail, never cut (that would cut EOS)"""
     overlong: Literal["drop", "fail"] = "drop"

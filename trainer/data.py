@@ -47,9 +47,14 @@ def sft_rows(path: str | Path, task: TaskSpec, eos_token: str, label_column: str
 
 def _prompt(task: TaskSpec, row: dict, where: str) -> str:
     try:
-        return task.prompt(row)
+        prompt = task.prompt(row)
     except KeyError as err:  # a field the template needs is missing
         raise DataFileError(f"{where}: {err.args[0]}; found {sorted(row)}") from None
+    # a free-text task's prompt is its fields (an instruction, a response): an empty one teaches nothing
+    empty = [f for f in task.fields if not isinstance(row[f], str) or not row[f].strip()]
+    if empty:
+        raise DataFileError(f"{where}: {empty[0]!r} is empty or not text")
+    return prompt
 
 
 def _target(task: TaskSpec, row: dict, where: str) -> str:

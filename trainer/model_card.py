@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from harness_tasks.tasks import get_task
+from harness_tasks.tasks import TASKS_DIR, get_task
 
 
 def eval_model_args(record: dict) -> str:
@@ -27,6 +28,54 @@ def eval_model_args(record: dict) -> str:
     return ",".join(args)
 
 
+def _describe(task) -> tuple[str, str]:
+    """(what the model writes, its training target) for the card; a free-text task (no label schema,
+    e.g. ``instruct`` or ``backward``) trains on its target text, not on a JSON answer."""
+    if task.schema is None:
+        return "free text", "the row's target text (e.g. the response, or for `backward` the instruction) + EOS"
+    s = task.schema
+    return ("chain of thought, then a JSON answer",
+            f'the JSON answer `{{"{s.thought_key}": "...", "{s.label_key}": ...}}` + EOS')
+
+
+def _lm_eval_tasks(name: str) -> list[str]:
+    """The lm-eval tasks that evaluate a model trained on task ``name``: a YAML declaring ``task: name``,
+    else those of the task's own folder (``instruct`` is evaluated by ``instruct_judged``); none for a
+    variant without one (``backward`` is used by ``datagen backtranslate augment``, not evaluated)."""
+    declared = {}
+    for path in sorted(TASKS_DIR.glob("*/*.yaml")):
+        found = re.search(r"^task:\s*(\S+)\s*$", path.read_text(encoding="utf-8"), re.MULTILINE)
+        if found:
+            declared[found.group(1)] = path.parent.name
+    if name in declared:
+        return [name]
+    return [task for task, folder in declared.items() if folder == name]
+
+
+def _evaluate(record: dict, name: str) -> str:
+    cfg, model, task = record["config"], record["config"]["model"], record["task"]
+    tasks = ",".join(_lm_eval_tasks(task))
+    if not tasks:
+        return (f"`{task}` has no lm-eval task. Load the adapter on the base it was trained on "
+                f"(`{eval_model_args(record)}`)" + (
+                    f", e.g. `cotharness datagen backtranslate augment --local-model {model['base_model']} "
+                    f"--adapter {cfg['output_dir']}`." if task == "backward" else "."))
+    settings = "" if tasks == task else f" (`{tasks}`: its settings are in `harness_tasks/{task}/`)"
+    return f"""On the same base it was trained on{settings}:
+
+```bash
+cotharness eval --tasks {tasks} --model_args {eval_model_args(record)} \\
+  --batch_size 32 --output_path results/{name}
+```
+
+Plain lm-eval (cannot load 4-bit on transformers 5; this runs the adapter on a bf16 base):
+
+```bash
+lm_eval --include_path harness_tasks --tasks {tasks} --model hf \\
+  --model_args pretrained={model['base_model']},peft={cfg['output_dir']},dtype=bfloat16 --batch_size 32
+```"""
+
+
 def render(record: dict) -> str:
     cfg = record["config"]
     name = Path(cfg["output_dir"]).name
@@ -41,27 +90,15 @@ def render(record: dict) -> str:
     evals = (f"- eval loss (held-out `{data['eval_file']}`): {ev['eval_loss']:.4f}" if "eval_loss" in ev
              else "- no eval file was given")
     git = record["git"]
-    schema = get_task(record["task"]).schema
+    writes, target = _describe(get_task(record["task"]))
     return f"""# {name}
 
 A LoRA adapter for **{model['base_model']}**, fine-tuned with cotharness on the `{record['task']}` task
-(chain of thought, then a JSON answer), {'QLoRA on a ' + model['quantization'] + ' 4-bit base' if model['quantization'] in ('nf4', 'fp4') else model['quantization'] + ' base'}.
+({writes}), {'QLoRA on a ' + model['quantization'] + ' 4-bit base' if model['quantization'] in ('nf4', 'fp4') else model['quantization'] + ' base'}.
 
 ## Evaluate it
 
-On the same base it was trained on:
-
-```bash
-cotharness eval --tasks {record['task']} --model_args {eval_model_args(record)} \\
-  --batch_size 32 --output_path results/{name}
-```
-
-Plain lm-eval (cannot load 4-bit on transformers 5; this runs the adapter on a bf16 base):
-
-```bash
-lm_eval --include_path harness_tasks --tasks {record['task']} --model hf \\
-  --model_args pretrained={model['base_model']},peft={cfg['output_dir']},dtype=bfloat16 --batch_size 32
-```
+{_evaluate(record, name)}
 
 The prompt is `prompts/{record['prompt_template']['name']}.j2` (sha256 `{record['prompt_template']['sha256'][:12]}…`),
 the same text at training and evaluation.
@@ -77,7 +114,7 @@ the same text at training and evaluation.
 
 {files}
 
-Targets: the JSON answer `{{"{schema.thought_key}": "...", "{schema.label_key}": ...}}` + EOS; loss on the answer only; rows over
+Targets: {target}; loss on the target only; rows over
 {data['max_length']} tokens were {'dropped' if data['overlong'] == 'drop' else 'refused'}, never truncated.
 
 ## Training

@@ -15,7 +15,8 @@ def endpoint(backend: str, model: str, server_url: str | None, args: dict) -> st
     if backend == "hf":
         adapter = args.get("adapter")
         return f"hf:{Path(model).resolve() if Path(model).exists() else model}" + (
-            f"+{Path(adapter).resolve()}" if adapter else "") + (":4bit" if args.get("load_in_4bit") else "")
+            f"+{Path(adapter).resolve()}" if adapter else "") + (":4bit" if args.get("load_in_4bit") else "") + (
+            ":instruction-format" if args.get("use_chat_template") is False else "")  # another prompt text
     from datagen.backends.mistral import endpoint_of
 
     return endpoint_of(server_url)
@@ -25,7 +26,7 @@ def make_backend(backend: str, model: str, server_url: str | None, timeout_s: fl
                  concurrency: int = 8):
     if backend == "mistral":
         from datagen.backends.mistral import MistralBackend
-        from datagen.secrets import api_key
+        from harness_tasks.secrets import api_key
 
         return MistralBackend(api_key(required=server_url is None), server_url, timeout_s, concurrency)
     if backend == "hf":

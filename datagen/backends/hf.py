@@ -28,7 +28,8 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model: str, *, endpoint: str, adapter: str | Path | None = None,
-                 load_in_4bit: bool = False, device: str | None = None, batch_size: int = 8):
+                 load_in_4bit: bool = False, device: str | None = None, batch_size: int = 8,
+                 use_chat_template: bool = True):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -38,6 +39,11 @@ class HFBackend:
         if adapter is not None:
             local_dir(adapter, "adapter")
         self.model_name, self.endpoint, self.batch_size = str(model), endpoint, batch_size
+        # False: the project's instruction wrapper (prompts.wrap_instruction) even where the tokenizer has a
+        # chat template. A model fine-tuned by `cotharness train` (the backward model) saw exactly
+        # TaskSpec.prompt(row), and a chat template writes it differently (Mistral v0.3's has no space
+        # before [/INST]).
+        self.use_chat_template = use_chat_template
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.device = torch.device(device)
 
@@ -81,9 +87,10 @@ class HFBackend:
             if not messages or messages[0]["role"] != "user":
                 raise ValueError("a system message must be followed by a user message")
             messages[0]["content"] = f"{system}\n\n{messages[0]['content']}"
-        if self.tokenizer.chat_template:
+        if self.use_chat_template and self.tokenizer.chat_template:
             return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        # No template: Mistral's instruction format; the tokenizer adds BOS itself.
+        # No template (or not wanted): Mistral's instruction format, as TaskSpec.prompt writes it for
+        # training and lm-eval; the tokenizer adds BOS itself.
         parts = []
         for m in messages:
             if m["role"] == "user":

@@ -5,7 +5,7 @@ says which failures are worth retrying."""
 from __future__ import annotations
 
 from datagen.backends.base import BackendError, ChatRequest, Completion, FatalBackendError
-from datagen.secrets import redact
+from harness_tasks.secrets import redact
 
 DEFAULT_URL = "https://api.mistral.ai"
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}

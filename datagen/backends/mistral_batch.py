@@ -21,9 +21,9 @@ from datagen.answers import InvalidAnswer
 from datagen.backends.base import BackendError, ChatRequest, FatalBackendError
 from datagen.backends.mistral import classify, client, close, completion_of
 from datagen.runner import Budget, BudgetExhausted, Item, Recorder, console, new_turns
-from datagen.secrets import api_key, redact
 from datagen.store import row_key, sidecar
 from harness_tasks.manifest import write_atomic
+from harness_tasks.secrets import api_key, redact
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 RUNNING = {"QUEUED", "RUNNING", "CANCELLATION_REQUESTED"}

@@ -1,6 +1,7 @@
 """The API key: read from the environment or a ``.env`` file, and kept out of every output.
 
-Every message this package prints or records passes through :func:`redact`, which replaces any key
+Shared by datagen (teacher and judge calls) and the judge-scored evaluation task. Every message
+either prints or records passes through :func:`redact`, which replaces any key
 it has handed out (and any ``Bearer`` credential) with ``[redacted]``.
 """
 
@@ -12,23 +13,24 @@ from pathlib import Path
 
 ENV_VAR = "MISTRAL_API_KEY"
 _KNOWN: set[str] = set()
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',]+")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)(?!\[redacted\])[^\s\"',;)]+")  # any credential, also unknown keys
 
 
 class MissingKeyError(Exception):
     pass
 
 
-def api_key(env_file: str | Path = ".env", required: bool = True) -> str | None:
-    """``MISTRAL_API_KEY`` from the environment, else from ``env_file`` (not loaded into the environment)."""
-    key = os.environ.get(ENV_VAR)
+def api_key(env_file: str | Path = ".env", required: bool = True, env_var: str = ENV_VAR) -> str | None:
+    """``env_var`` (``MISTRAL_API_KEY``) from the environment, else from ``env_file`` (not loaded into
+    the environment)."""
+    key = os.environ.get(env_var)
     if not key and Path(env_file).is_file():
         from dotenv import dotenv_values
 
-        key = dotenv_values(env_file).get(ENV_VAR)
+        key = dotenv_values(env_file).get(env_var)
     key = (key or "").strip() or None
     if key is None and required:
-        raise MissingKeyError(f"{ENV_VAR} is not set (environment or {env_file}); create a key at "
+        raise MissingKeyError(f"{env_var} is not set (environment or {env_file}); create a key at "
                               "https://console.mistral.ai, or pass --server-url for a server that needs none")
     if key:
         _KNOWN.add(key)

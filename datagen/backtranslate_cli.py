@@ -1,0 +1,229 @@
+"""``cotharness datagen backtranslate inverse|augment`` and ``cotharness datagen curate``: instruction
+backtranslation (Humpback-style self-instruct) on the shared datagen pipeline.
+
+1. ``inverse``: seed (instruction, response) pairs -> train/dev rows for the backward model
+   (``cotharness train --config configs/train/backward.yaml``);
+2. ``augment``: the backward model writes an instruction for each unlabelled response;
+3. ``curate``: a judge rates each pair 1-5; the pairs rated >= threshold are kept
+   (``cotharness train --config configs/train/self_instruct.yaml``).
+
+Sampling and judging settings come from ``configs/datagen/backtranslate.yaml`` unless a flag says
+otherwise. A user's mistake or an outside failure ends in one ``error:`` line (exit 2); a run that
+stopped early (e.g. ``--max-cost``) exits 3 with its rows saved.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from datagen.cli_options import (
+    DryRun,
+    Limit,
+    MaxCost,
+    Prices,
+    RedoChanged,
+    Retries,
+    RetryFailed,
+    Rpm,
+    Timeout,
+    Tpm,
+)
+
+app = typer.Typer(no_args_is_help=True, help="Instruction backtranslation: seed pairs for a backward model, "
+                                             "and the instructions it writes for unlabelled responses.")
+
+FromConfig = "default: configs/datagen/backtranslate.yaml"
+Config = Annotated[Path | None, typer.Option(help="Settings YAML read over configs/datagen/backtranslate.yaml.")]
+ServerUrl = Annotated[str | None, typer.Option(help="Any server with Mistral/OpenAI chat completions (vLLM, "
+                                                    "llama.cpp); without it, the Mistral API.")]
+Adapter = Annotated[Path | None, typer.Option(help="A PEFT adapter on the local model (a `cotharness train` run).")]
+FourBit = Annotated[bool, typer.Option(help="Load the local model in 4-bit NF4 (as QLoRA adapters are trained).")]
+Device = Annotated[str | None, typer.Option(help="Local model: cuda, cuda:1, cpu (default: cuda if available).")]
+Temperature = Annotated[float | None, typer.Option(min=0, help=f"Sampling temperature ({FromConfig}).")]
+MaxTokens = Annotated[int | None, typer.Option(min=1, help=f"Most tokens per answer ({FromConfig}).")]
+Concurrency = Annotated[int | None, typer.Option(min=1, help=f"Requests in flight ({FromConfig}).")]
+Reprompts = Annotated[int | None, typer.Option(min=0, help=f"Re-asks after an unusable answer ({FromConfig}).")]
+
+
+class UsageError(Exception):
+    pass
+
+
+@contextmanager
+def fail_cleanly():
+    """The errors ``datagen.cli.run_or_exit`` turns into one line, plus this module's own."""
+    from datagen.backends.base import FatalBackendError
+    from datagen.pipeline import UsageError as PipelineUsageError
+    from datagen.runner import ChangedRequestsError
+    from datagen.store import OutputLockedError
+    from harness_tasks.data_files import DataFileError
+    from harness_tasks.secrets import MissingKeyError, redact
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished rows are saved; rerun the same command to continue", err=True)
+        raise typer.Exit(130) from None
+    except (UsageError, PipelineUsageError, DataFileError, ChangedRequestsError, MissingKeyError,
+            OutputLockedError, FatalBackendError, FileNotFoundError, NotADirectoryError) as err:
+        typer.echo(f"error: {redact(str(err))}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _options(concurrency: int, max_reprompts: int, **kw):
+    from datagen.runner import Options
+
+    return Options(concurrency=concurrency, max_reprompts=max_reprompts, **kw)
+
+
+@app.command()
+def inverse(
+    input: Annotated[Path, typer.Option(help="Seed (instruction, response) pairs, CSV or JSONL.")],
+    out: Annotated[Path, typer.Option(help="Directory for train.jsonl, dev.jsonl and manifest.json.")],
+    instruction_column: Annotated[str, typer.Option(help="The instruction's column.")] = "instruction",
+    response_column: Annotated[str, typer.Option(help="The response's column.")] = "response",
+    dev_fraction: Annotated[float, typer.Option(help="Share of distinct responses held out for eval loss.")] = 0.05,
+    seed: Annotated[int, typer.Option(help="Same seed, same split.")] = 0,
+):
+    """Seed pairs -> training rows for the backward model (data.task: backward), checked and split."""
+    from datagen.backtranslate_inverse import invert
+
+    with fail_cleanly():
+        result = invert(input, out, instruction_column, response_column, dev_fraction, seed)
+    typer.echo(f"{input}: {result.read} rows read; {len(result.train)} train and {len(result.dev)} dev pairs "
+               f"written to {out}/")
+    if result.duplicates:
+        shown = ", ".join(f"line {line} repeats line {first}" for line, first in result.duplicates[:5])
+        more = f" and {len(result.duplicates) - 5} more" if len(result.duplicates) > 5 else ""
+        typer.echo(f"left out {len(result.duplicates)} repeated pair(s): {shown}{more} (listed in "
+                   f"{out}/manifest.json)")
+
+
+@app.command()
+def augment(
+    input: Annotated[Path, typer.Option(help="Unlabelled responses, CSV or JSONL (a response column, optional id).")],
+    out: Annotated[Path, typer.Option(help="Output JSONL of {id, response, instruction}; rerun to resume.")],
+    model: Annotated[str | None, typer.Option(help="The backward model's name on a server (--server-url) "
+                                                   "or the Mistral API.")] = None,
+    server_url: ServerUrl = None,
+    local_model: Annotated[Path | None, typer.Option(help="Or a local base model directory (with --adapter: "
+                                                          "the backward model trained here).")] = None,
+    adapter: Adapter = None, load_in_4bit: FourBit = False, device: Device = None,
+    temperature: Temperature = None,
+    top_p: Annotated[float | None, typer.Option(min=0, max=1, help=f"Nucleus sampling ({FromConfig}).")] = None,
+    max_tokens: MaxTokens = None,
+    seed: Annotated[int | None, typer.Option(help=f"Sampling seed ({FromConfig}).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help=f"--local-model: prompts per generate call "
+                                                               f"({FromConfig}).")] = None,
+    concurrency: Concurrency = None, max_reprompts: Reprompts = None, limit: Limit = None,
+    response_column: Annotated[str, typer.Option(help="The response's column.")] = "response",
+    config: Config = None, dry_run: DryRun = False, timeout: Timeout = 120.0, rpm: Rpm = None, tpm: Tpm = None,
+    max_retries: Retries = 6, max_cost: MaxCost = None, retry_failed: RetryFailed = False,
+    redo_changed: RedoChanged = False, prices: Prices = None,
+):
+    """The backward model writes the instruction each unlabelled response answers.
+
+    Resumable; an empty or echoed instruction is asked again, then recorded as failed."""
+    from datagen import backtranslate_settings
+    from datagen.backtranslate import augment_stage, read_responses
+    from datagen.pipeline import StageRun, run
+
+    with fail_cleanly():
+        if (model is None) == (local_model is None):
+            raise UsageError("give the backward model as --model NAME (a server or the API) or as --local-model "
+                             "DIR [--adapter RUN_DIR], not both")
+        local = local_model is not None
+        if local and server_url:
+            raise UsageError("--server-url goes with --model; --local-model runs in this process")
+        if not local and (adapter or load_in_4bit or device):
+            raise UsageError("--adapter, --load-in-4bit and --device go with --local-model")
+        s, record = backtranslate_settings.load(config, "augment", dict(
+            temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, batch_size=batch_size,
+            concurrency=concurrency, max_reprompts=max_reprompts))
+        loaded = read_responses(input, response_column)
+        if loaded.duplicates:
+            typer.echo(f"{input}: left out {len(loaded.duplicates)} repeated response(s), e.g. line "
+                       f"{loaded.duplicates[0][0]} repeats line {loaded.duplicates[0][1]}", err=True)
+        backend_args = {"adapter": adapter, "load_in_4bit": load_in_4bit, "device": device,
+                        "batch_size": s.batch_size, "use_chat_template": False} if local else {}
+        cfg = StageRun(
+            stage="augment", input=input, out=out, model=str(local_model) if local else model,
+            backend="hf" if local else "mistral", task="backward", server_url=server_url, limit=limit,
+            dry_run=dry_run, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed,
+            response_format="none", timeout=timeout, prices=prices, backend_args=backend_args,
+            # local: enough requests in flight to fill a batch
+            options=_options(s.batch_size if local else s.concurrency, s.max_reprompts, rpm=rpm, tpm=tpm,
+                             max_retries=max_retries, max_cost=max_cost, retry_failed=retry_failed,
+                             redo_changed=redo_changed),
+            extra={"settings": record, "input_duplicates_left_out": [
+                {"line": line, "first_on_line": first} for line, first in loaded.duplicates]})
+        tally = run(cfg, stage=augment_stage(), rows=loaded.rows)
+    if tally.stopped:
+        raise typer.Exit(3)
+
+
+def curate(
+    input: Annotated[Path, typer.Option(help="(instruction, response) pairs, e.g. backtranslate augment's output.")],
+    out: Annotated[Path, typer.Option(help="Output JSONL of the pairs rated >= --threshold; every score goes to "
+                                           "<out>.scores.jsonl. Rerun to resume or to re-filter.")],
+    model: Annotated[str | None, typer.Option(help=f"The judge ({FromConfig}).")] = None,
+    threshold: Annotated[int | None, typer.Option(min=1, max=5, help=f"Keep pairs rated at least this "
+                                                                     f"({FromConfig}).")] = None,
+    backend: Annotated[str, typer.Option(help="mistral | mistral-batch (half price) | hf (--model is a local "
+                                              "directory).")] = "mistral",
+    server_url: ServerUrl = None, temperature: Temperature = None, max_tokens: MaxTokens = None,
+    seed: Annotated[int | None, typer.Option(help="random_seed sent with each request.")] = 0,
+    concurrency: Concurrency = None, max_reprompts: Reprompts = None, limit: Limit = None, config: Config = None,
+    dry_run: DryRun = False, timeout: Timeout = 120.0, rpm: Rpm = None, tpm: Tpm = None, max_retries: Retries = 6,
+    max_cost: MaxCost = None, retry_failed: RetryFailed = False, redo_changed: RedoChanged = False,
+    prices: Prices = None, adapter: Adapter = None, load_in_4bit: FourBit = False, device: Device = None,
+    poll_interval: Annotated[float, typer.Option(min=0.01, help="mistral-batch: seconds between status checks.")]
+    = 30.0,
+):
+    """A judge rates each (instruction, response) pair 1-5; the pairs rated >= --threshold are kept.
+
+    The rubric is prompts/rate_pair_system.j2; every score and the judge's reasoning are saved beside the
+    output (resumable; a rerun with another --threshold asks the judge nothing)."""
+    from datagen import backtranslate_settings
+    from datagen.backends import endpoint
+    from datagen.curate import curate_stage, read_pairs, scores_path, write_curated
+    from datagen.pipeline import StageRun, run
+    from harness_tasks.secrets import redact
+
+    with fail_cleanly():
+        if out.suffix != ".jsonl":
+            raise UsageError(f"--out {out}: the output is JSONL; name it *.jsonl")
+        s, record = backtranslate_settings.load(config, "curate", dict(
+            model=model, threshold=threshold, temperature=temperature, max_tokens=max_tokens,
+            concurrency=concurrency, max_reprompts=max_reprompts))
+        rows = read_pairs(input)[:limit]
+        backend_args = {"hf": {"adapter": adapter, "load_in_4bit": load_in_4bit, "device": device,
+                               "batch_size": s.concurrency},
+                        "mistral-batch": {"poll_interval": poll_interval}}.get(backend, {})
+        cfg = StageRun(
+            stage="curate", input=input, out=scores_path(out), model=s.model, backend=backend, task="instruct",
+            server_url=server_url, dry_run=dry_run, temperature=s.temperature, max_tokens=s.max_tokens, seed=seed,
+            response_format="none", timeout=timeout, prices=prices, backend_args=backend_args,
+            options=_options(s.concurrency, s.max_reprompts, rpm=rpm, tpm=tpm, max_retries=max_retries,
+                             max_cost=max_cost, retry_failed=retry_failed, redo_changed=redo_changed),
+            extra={"settings": record})
+        tally = run(cfg, stage=curate_stage(), rows=rows)
+        if dry_run:
+            return
+        judge = {"model": s.model, "backend": backend,
+                 "endpoint": redact(endpoint(backend, s.model, server_url, backend_args))}
+        result = write_curated(out, rows, s.threshold, judge, input)
+    counts = ", ".join(f"{k}: {v}" for k, v in result.counts.items())
+    typer.echo(f"scores of {result.judged} judged pairs: {counts}")
+    typer.echo(f"kept {result.kept} of {result.judged} (score >= {s.threshold}) -> {out}; every score and "
+               f"reasoning in {scores_path(out)}")
+    if result.not_judged:
+        typer.echo(f"{result.not_judged} row(s) have no instruction (augment failed) and were not judged")
+    if result.pending:
+        typer.echo(f"{result.pending} pair(s) are not judged yet: rerun the same command to continue", err=True)
+    if tally.stopped:
+        raise typer.Exit(3)
