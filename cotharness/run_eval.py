@@ -64,12 +64,13 @@ def main(argv: list[str]) -> int:
     if os.environ.get("RANK", "0") != "0":
         return 0  # under accelerate/torchrun only rank 0 saves samples, so only it writes predictions
     for samples in sorted(_samples(args.output_path) - before):
-        out = write_predictions(samples)
-        if out:
-            print(f"predictions: {out}")
-            report = write_per_class(out)
-            if report:
-                print(f"per class: {report}")
+        rows = read_predictions(samples)
+        if rows is None:
+            continue
+        print(f"predictions: {write_predictions(samples, rows)}")
+        report = write_per_class(samples, rows)
+        if report:
+            print(f"per class: {report}")
     return 0
 
 
@@ -92,8 +93,9 @@ def _samples(output_path: str | None) -> set[Path]:
     return set(Path(output_path).rglob("samples_*.jsonl")) if output_path else set()
 
 
-def write_predictions(samples: Path) -> Path | None:
-    """CSV of one task's predictions from lm-eval's samples file; None if not a CoT-JSON task."""
+def read_predictions(samples: Path) -> list[dict] | None:
+    """One task's predictions from lm-eval's samples file (id, predicted label, how it was parsed, gold
+    if known); None if not a CoT-JSON task."""
     if schema_for(task_of(samples)) is None:
         return None  # a free-text task (e.g. judge-scored instruction following): no label to predict
     rows = []
@@ -108,36 +110,45 @@ def write_predictions(samples: Path) -> Path | None:
             doc = sample["doc"]
             rows.append({"id": doc.get("id", sample["doc_id"]), "predicted_label": answer["label"],
                          "parse_method": answer["method"], "label": doc.get("label")})
-    out = samples.with_name(samples.name.replace("samples_", "predictions_", 1)).with_suffix(".csv")
-    return write_csv_atomic(out, rows, ["id", "predicted_label", "parse_method", "label"])
+    return rows
+
+
+def _beside(samples: Path, prefix: str, suffix: str) -> Path:
+    return samples.with_name(samples.name.replace("samples_", prefix, 1)).with_suffix(suffix)
+
+
+def write_predictions(samples: Path, rows: list[dict]) -> Path:
+    """``predictions_<task>_<timestamp>.csv`` beside the samples file."""
+    return write_csv_atomic(_beside(samples, "predictions_", ".csv"), rows,
+                            ["id", "predicted_label", "parse_method", "label"])
 
 
 def task_of(path: Path) -> str:
-    """The task in lm-eval's ``samples_<task>_<timestamp>.jsonl`` (or our predictions file) name."""
-    match = re.match(r"(?:samples|predictions)_(.+)_\d{4}-\d{2}-\d{2}T", path.name)
+    """The task in lm-eval's ``samples_<task>_<timestamp>.jsonl`` name."""
+    match = re.match(r"samples_(.+)_\d{4}-\d{2}-\d{2}T", path.name)
     return match.group(1) if match else path.stem
 
 
-def write_per_class(predictions: Path) -> Path | None:
-    """Per-class scores and confusion of a predictions CSV's labelled rows, printed and written beside it."""
-    import pandas as pd
+def write_per_class(samples: Path, rows: list[dict]) -> Path | None:
+    """Per-class scores and confusion of the labelled predictions, printed and written as
+    ``per_class_<task>_<timestamp>.json`` beside the samples file; None without labelled rows."""
     from rich.console import Console
 
     from cotharness.per_class import report, tables
 
-    frame = pd.read_csv(predictions, dtype=str, keep_default_na=False)
-    frame = frame[frame["label"] != ""]
-    if frame.empty:
+    labelled = [r for r in rows if r["label"] is not None]
+    if not labelled:
         return None
-    task = task_of(predictions)
+    task = task_of(samples)
     schema = schema_for(task)
     names = {str(k): v for k, v in schema.labels.items()} if schema else {}
-    gold = [names.get(g, g) for g in frame["label"]]
-    pred = [None if p == "" else names.get(p, p) for p in frame["predicted_label"]]
+    gold = [names.get(str(r["label"]), str(r["label"])) for r in labelled]
+    pred = [None if r["predicted_label"] is None else names.get(str(r["predicted_label"]), str(r["predicted_label"]))
+            for r in labelled]
     rep = {"task": task, **report(gold, pred, order=list(names.values()))}
     console = Console()
     for table in tables(task, rep):
         console.print(table)
-    out = predictions.with_name(predictions.name.replace("predictions_", "per_class_", 1)).with_suffix(".json")
+    out = _beside(samples, "per_class_", ".json")
     write_atomic(out, json.dumps(rep, indent=2))
     return out

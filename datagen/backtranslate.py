@@ -20,7 +20,7 @@ from pathlib import Path
 
 from datagen.answers import InvalidAnswer
 from datagen.stages import Stage
-from harness_tasks.data_files import DataFileError, read_rows
+from harness_tasks.data_files import DataFileError, claim_id, read_rows, row_id, text_cell
 from harness_tasks.tasks import get_task
 
 STAGE = "augment"
@@ -51,17 +51,9 @@ def read_responses(path: str | Path, column: str = "response") -> Loaded:
     rows, seen_ids, seen_texts, duplicates = [], {}, {}, []
     for index, (lineno, row) in enumerate(read_rows(path)):
         where = f"{path}:{lineno}"
-        if column not in row:
-            raise DataFileError(f"{where}: no column {column!r} (found {sorted(row)}); name the response "
-                                "column with --response-column")
-        text = row[column]
-        if not isinstance(text, str) or not text.strip():
-            raise DataFileError(f"{where}: {column!r} is empty or not text")
-        rid = str(row["id"]) if row.get("id") not in (None, "") else str(index)
-        if rid in seen_ids:
-            raise DataFileError(f"{where}: id {rid!r} again (first on line {seen_ids[rid]}); ids must be unique: "
-                                "the output is keyed by them")
-        seen_ids[rid] = lineno
+        text = text_cell(row, column, where, "name the response column with --response-column")
+        rid = row_id(row.get("id"), index)
+        claim_id(seen_ids, rid, where, lineno)
         key = " ".join(text.split())
         if key in seen_texts:
             duplicates.append((lineno, seen_texts[key]))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import prompts
 from harness_tasks import manifest
-from harness_tasks.data_files import DataFileError, read_rows
+from harness_tasks.data_files import DataFileError, claim_id, read_rows, row_id, text_cell
 from harness_tasks.tasks import get_task
 
 TASK = "backward"
@@ -34,27 +34,16 @@ class Inverted:
     read: int
 
 
-def _text(row: dict, column: str, where: str, flag: str) -> str:
-    if column not in row:
-        raise DataFileError(f"{where}: no column {column!r} (found {sorted(row)}); name it with {flag}")
-    value = row[column]
-    if not isinstance(value, str) or not value.strip():
-        raise DataFileError(f"{where}: {column!r} is empty or not text")
-    return value.strip()
-
-
 def read_pairs(path: Path, instruction_column: str, response_column: str) -> tuple[list[dict], list, int]:
     """``{id, instruction, response}`` rows, the left-out repeats, and the number of rows read."""
     pairs, ids, seen, duplicates = [], {}, {}, []
     rows = read_rows(path)
     for index, (lineno, row) in enumerate(rows):
         where = f"{path}:{lineno}"
-        instruction = _text(row, instruction_column, where, "--instruction-column")
-        response = _text(row, response_column, where, "--response-column")
-        rid = str(row["id"]) if row.get("id") not in (None, "") else str(index)
-        if rid in ids:
-            raise DataFileError(f"{where}: id {rid!r} again (first on line {ids[rid]})")
-        ids[rid] = lineno
+        instruction = text_cell(row, instruction_column, where, "name it with --instruction-column").strip()
+        response = text_cell(row, response_column, where, "name it with --response-column").strip()
+        rid = row_id(row.get("id"), index)
+        claim_id(ids, rid, where, lineno)
         key = (" ".join(instruction.split()), " ".join(response.split()))
         if key in seen:
             duplicates.append((lineno, seen[key]))

@@ -27,7 +27,7 @@ from datagen.answers import InvalidAnswer
 from datagen.stages import SCORES, Stage
 from datagen.store import JsonlStore, row_key, sidecar
 from harness_tasks import manifest
-from harness_tasks.data_files import DataFileError, read_rows
+from harness_tasks.data_files import DataFileError, claim_id, read_rows, row_id, text_cell
 from harness_tasks.judge_score import parse_score
 from harness_tasks.tasks import get_task
 
@@ -82,16 +82,10 @@ def read_pairs(path: str | Path) -> list[dict]:
         where = f"{path}:{lineno}"
         if not _augment_failed(row):
             for column in ("instruction", "response"):
-                if column not in row:
-                    raise DataFileError(f"{where}: no column {column!r} (found {sorted(row)}); curate reads "
-                                        "(instruction, response) pairs, e.g. the output of backtranslate augment")
-                if not isinstance(row[column], str) or not row[column].strip():
-                    raise DataFileError(f"{where}: {column!r} is empty or not text")
-        rid = str(row["id"]) if row.get("id") not in (None, "") else str(index)
-        if rid in seen:
-            raise DataFileError(f"{where}: id {rid!r} again (first on line {seen[rid]}); ids must be unique: "
-                                "the output is keyed by them")
-        seen[rid] = lineno
+                text_cell(row, column, where, "curate reads (instruction, response) pairs, e.g. the output of "
+                                              "backtranslate augment")
+        rid = row_id(row.get("id"), index)
+        claim_id(seen, rid, where, lineno)
         rows.append({**row, "id": rid})
     if not rows:
         raise DataFileError(f"{path}: no rows")

@@ -46,6 +46,29 @@ def read_rows(path: str | Path) -> list[tuple[int, dict]]:
     raise DataFileError(f"{path}: unsupported file type {suffix!r} (use .csv or .jsonl)")
 
 
+def row_id(value, position: int) -> str:
+    """A row's id: its file's ``id`` cell, else its position (0-based), as every output keys its rows."""
+    return str(value) if value not in (None, "") else str(position)
+
+
+def claim_id(ids: dict[str, int], rid: str, where: str, lineno: int) -> None:
+    """Record ``rid`` as read on ``lineno``; a second row with it is an error (outputs are keyed by id)."""
+    if rid in ids:
+        raise DataFileError(f"{where}: id {rid!r} again (first on line {ids[rid]}); ids must be unique: "
+                            "the output is keyed by them")
+    ids[rid] = lineno
+
+
+def text_cell(row: dict, column: str, where: str, hint: str) -> str:
+    """``row[column]``, which must be non-empty text; ``hint`` follows a missing column's error."""
+    if column not in row:
+        raise DataFileError(f"{where}: no column {column!r} (found {sorted(row)}); {hint}")
+    value = row[column]
+    if not isinstance(value, str) or not value.strip():
+        raise DataFileError(f"{where}: {column!r} is empty or not text")
+    return value
+
+
 def load_task_rows(path: str | Path, fields: Iterable[str], labels: Iterable[Hashable],
                    label_column: str = "label", keep_columns: bool = False,
                    to_label: Callable[[object], Hashable | None] | None = None) -> list[dict]:
@@ -75,9 +98,8 @@ def load_task_rows(path: str | Path, fields: Iterable[str], labels: Iterable[Has
                 next((lb for lb in labels if str(row[label_column]).strip() == str(lb)), None)
             if label is None:
                 raise DataFileError(f"{where}: {label_column}={row[label_column]!r} is not one of {labels}")
-        rid = row.get("id")
         extra = {c: v for c, v in row.items() if c not in (*fields, "id", label_column)} if keep_columns else {}
-        out.append({"id": str(rid) if rid not in (None, "") else str(len(out)),
+        out.append({"id": row_id(row.get("id"), len(out)),
                     **{c: row[c] for c in fields}, **extra, "label": label})
     return out
 

@@ -36,7 +36,7 @@ def load_judged(test_file: str | None = None, dataset: str | None = None, split:
     import datasets
 
     from harness_tasks import judge
-    from harness_tasks.data_files import DataFileError, read_rows
+    from harness_tasks.data_files import DataFileError, read_rows, row_id
 
     config = judge.JudgeConfig.from_metadata(metadata)
     if test_file and dataset:
@@ -64,7 +64,7 @@ def load_judged(test_file: str | None = None, dataset: str | None = None, split:
             raise DataFileError(f"{at}: column {instruction_column!r} is " + (
                 f"missing; found {found}" if found is not None else "empty or not text"))
         rid, ref, cat = row.get("id"), row.get("reference"), row.get("category")
-        docs.append({"id": str(rid) if rid not in (None, "") else str(i), "instruction": text,
+        docs.append({"id": row_id(rid, i), "instruction": text,
                      "reference": ref if isinstance(ref, str) and ref.strip() else None,
                      "category": str(cat) if cat not in (None, "") else None, **config.doc_fields()})
     judge.preflight(config)

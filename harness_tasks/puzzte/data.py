@@ -16,7 +16,7 @@ from pathlib import Path
 
 import datasets
 
-from harness_tasks.data_files import DataFileError, read_rows
+from harness_tasks.data_files import DataFileError, read_rows, row_id
 from harness_tasks.schema import AnswerSchema
 
 # our column -> the names it goes by, first match wins: ours, then puzzte's own release
@@ -70,7 +70,7 @@ def _row(raw: dict, columns: dict, schema: AnswerSchema, where: str, index: int,
     if families is not None and isinstance(family, int) and 0 <= family < len(families):
         family = families[family]  # a ClassLabel family column
     rid = raw.get("id", raw.get("idx"))
-    return {"id": str(rid) if rid not in (None, "") else str(index),
+    return {"id": row_id(rid, index),
             "premise": raw[columns["premise"]], "hypothesis": raw[columns["hypothesis"]],
             "family": str(family) if family not in (None, "") else None,
             "label": _label(raw.get(columns["label"]), schema, where, columns["label"], names)

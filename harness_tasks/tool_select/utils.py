@@ -17,7 +17,7 @@ from pathlib import Path
 import datasets
 
 from harness_tasks.cot_json import CoTJSONFilter, filtered_answer
-from harness_tasks.data_files import DataFileError, read_rows, to_dataset
+from harness_tasks.data_files import DataFileError, read_rows, row_id, to_dataset
 from harness_tasks.tasks import TaskSpec
 from harness_tasks.tool_select import scoring
 from harness_tasks.tool_select.tools import (
@@ -111,7 +111,7 @@ def read_docs(path: str | Path, tools_file: str | Path | None = None) -> list[di
             if errors:
                 raise DataFileError(f"{where}: gold parameters do not satisfy {tool}'s schema: {errors[0]}")
         rid = row.get("id")
-        docs.append({"id": str(rid) if rid not in (None, "") else str(len(docs)), "query": query,
+        docs.append({"id": row_id(rid, len(docs)), "query": query,
                      "tools": json.dumps(specs, ensure_ascii=False), "label": tool,
                      "parameters": None if parameters is None else json.dumps(parameters, ensure_ascii=False),
                      "ambiguous": _flag(row.get("ambiguous"), where),
