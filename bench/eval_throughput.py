@@ -17,6 +17,15 @@ the three models (they fit together on an H200); each arm runs once untimed to w
 alternate for ``--repeats`` rounds. Peak memory of an arm = its own weights + the most its run
 allocated above what was resident before it.
 
+What a user waits for is the command, not the loop: ``--mode command`` times each arm as the user's
+``cotharness eval`` process (``bench/timed_eval.py``: the real command with a clock at each phase boundary)
+from start to exit: interpreter and imports, loading (quantizing, the adapter, merging), building the
+task, generation, scoring and writing (results, samples, predictions CSV, per-class report). Arms on a
+subset report ``command_seconds_for_1977`` as the measured command plus the generation of the prompts
+not timed, at the measured rate (marked ``extrapolated``). ``--mode in-process`` is the loop above;
+``--mode both`` (the default) runs the commands first, then the loop. ``--append`` adds this call's runs
+to the rounds already in ``--out`` (a GPU machine's 10-minute calls), reusing the model built in ``--work``.
+
     python bench/eval_throughput.py --pairs train_400.csv unlabeled_100.csv --out bench/results/eval_throughput.json
 """
 
@@ -27,6 +36,7 @@ import csv
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -95,42 +105,106 @@ def evaluate(lm, test_file: Path, gen_kwargs: str) -> tuple[float, int, dict]:
     return seconds, out["n-samples"]["nli_cot"]["effective"], out["results"]["nli_cot"]
 
 
+PHASES = ("startup", "load", "prepare", "generation", "writing", "exit")
+
+
+def run_command(arm: str, base: Path, adapter: Path, test_file: Path, work: Path, round_: int) -> dict:
+    """One arm as the user's ``cotharness eval`` process; its wall clock and where it went."""
+    a = ARMS[arm]
+    model_args = ",".join([f"pretrained={base}", f"peft={adapter}", *(f"{k}={v}" for k, v in a["model_args"].items())])
+    out_dir, phases_file = work / f"command_{arm}_{round_}", work / f"phases_{arm}_{round_}.json"
+    argv = ["--model", "hf", "--model_args", model_args, "--tasks", "nli_cot",
+            "--metadata", json.dumps({"test_file": str(test_file)}), "--gen_kwargs", GEN_KWARGS,
+            "--batch_size", str(a["batch_size"]), "--output_path", str(out_dir)]
+    env = {**os.environ, "COTHARNESS_PHASES": str(phases_file), "PYTHONUNBUFFERED": "1"}
+    with (work / f"command_{arm}_{round_}.log").open("w") as log:
+        started = time.time()
+        rc = subprocess.run([sys.executable, str(REPO / "bench/timed_eval.py"), *argv], stdout=log,
+                            stderr=subprocess.STDOUT, env=env).returncode
+        ended = time.time()
+    if rc != 0:
+        raise SystemExit(f"{arm}: cotharness eval exited {rc}; see {log.name}")
+    m = json.loads(phases_file.read_text())
+    bounds = [started, m["load_start"], m["load_end"], m["generation_start"], m["generation_end"], m["command_end"], ended]
+    results = json.loads(max(out_dir.rglob("results_*.json")).read_text())
+    n = results["n-samples"]["nli_cot"]["effective"]
+    wall = ended - started
+    generation = m["generation_end"] - m["generation_start"]
+    # a subset arm: the prompts not timed would add generation at the measured rate, nothing else
+    full = wall + generation * (N_PROMPTS / n - 1)
+    return {"round": round_, "prompts": n, "command": "cotharness eval " + " ".join(argv[:-2]) + " --output_path DIR",
+            "wall_seconds": round(wall, 1),
+            "phases_seconds": {ph: round(end - start, 1) for ph, start, end in zip(PHASES, bounds, bounds[1:])},
+            "lm_eval_total_seconds": round(float(results.get("total_evaluation_time_seconds") or 0), 1),
+            "command_seconds_for_1977": round(full, 1),
+            "parse_fail": results["results"]["nli_cot"].get("parse_fail,cot_json")}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", type=Path, nargs="+", required=True, help="CSV files with premise,hypothesis columns")
     p.add_argument("--out", type=Path, default=REPO / "bench/results/eval_throughput.json")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="rounds of every arm in this call")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--mode", choices=("both", "command", "in-process"), default="both")
+    p.add_argument("--append", action="store_true", help="add to the runs already in --out")
     p.add_argument("--work", type=Path, default=Path("/tmp/cotharness-evalbench"))
     args = p.parse_args()
 
-    import torch
     from transformers import AutoTokenizer
 
     from cotharness.tiny_model import build
-    from harness_tasks.hf_model import QuantizedHFLM
 
     args.work.mkdir(parents=True, exist_ok=True)
     tok_dir = build(args.work / "tiny")
     files, prompt_stats = write_prompts(args.pairs, AutoTokenizer.from_pretrained(tok_dir), args.work)
-    t0 = time.perf_counter()
-    base = build_model(tok_dir, args.work / "mistral-7b-shape", adapter_out=args.work / "adapter")
-    build_s = round(time.perf_counter() - t0, 1)
+    previous = json.loads(args.out.read_text()) if args.append and args.out.exists() else {}
+    base, adapter = args.work / "mistral-7b-shape", args.work / "adapter"
+    build_s = previous.get("settings", {}).get("model_build_seconds")
+    if not (base / "config.json").is_file() or not (adapter / "adapter_config.json").is_file():
+        t0 = time.perf_counter()
+        build_model(tok_dir, base, adapter_out=adapter)
+        build_s = round(time.perf_counter() - t0, 1)
+    runs = {arm: [r for r in (previous.get(arm) or {}).get("runs", [])] for arm in args.arms}
+    commands = {arm: list(((previous.get(arm) or {}).get("command") or {}).get("runs", [])) for arm in args.arms}
+    load_s = {arm: (previous.get(arm) or {}).get("load_seconds") for arm in args.arms}
 
-    models, weights_gib, load_s = {}, {}, {}
+    def save() -> None:
+        report = make_report(args, runs, commands, prompt_stats, build_s, load_s)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")  # after every run: a timeout keeps what was done
+
+    if args.mode in ("both", "command"):
+        first = max((len(c) for c in commands.values()), default=0)
+        for i in range(first, first + args.repeats):
+            for arm in args.arms[i % len(args.arms):] + args.arms[:i % len(args.arms)]:  # rotate who goes first
+                commands[arm].append(run_command(arm, base, adapter, files[ARMS[arm]["subset"] or "full"],
+                                                 args.work, i))
+                print(arm, "command", commands[arm][-1], flush=True)
+                save()
+    if args.mode in ("both", "in-process"):
+        in_process(args, base, adapter, files, runs, load_s, save)
+    return 0
+
+
+def in_process(args, base: Path, adapter: Path, files: dict, runs: dict, load_s: dict, save) -> None:
+    """The arms' generation in one process that holds every model, after a warm-up each."""
+    import torch
+
+    from harness_tasks.hf_model import QuantizedHFLM
+
+    models, weights_gib = {}, {}
     for arm in args.arms:
         before = torch.cuda.memory_allocated()
         t0 = time.perf_counter()
-        models[arm] = QuantizedHFLM(pretrained=str(base), peft=str(args.work / "adapter"),
-                                    batch_size=ARMS[arm]["batch_size"], **ARMS[arm]["model_args"])
+        models[arm] = QuantizedHFLM(pretrained=str(base), peft=str(adapter), batch_size=ARMS[arm]["batch_size"],
+                                    **ARMS[arm]["model_args"])
         load_s[arm] = round(time.perf_counter() - t0, 1)
         weights_gib[arm] = (torch.cuda.memory_allocated() - before) / 2**30
         evaluate(models[arm], files["warmup"], "max_gen_toks=4")
-
-    runs = {arm: [] for arm in args.arms}
-    report = {}
-    for i in range(args.repeats):
-        for arm in args.arms[i % len(args.arms):] + args.arms[:i % len(args.arms)]:  # rotate who goes first
+    first = max((len(r) for r in runs.values()), default=0)
+    for i in range(first, first + args.repeats):
+        for arm in args.arms[i % len(args.arms):] + args.arms[:i % len(args.arms)]:
             subset = ARMS[arm]["subset"]
             torch.cuda.empty_cache()
             resident = torch.cuda.memory_allocated()
@@ -140,29 +214,39 @@ def main() -> int:
             runs[arm].append({"round": i, "prompts": n, "seconds": round(seconds, 1),
                               "samples_per_s": round(n / seconds, 3), "peak_mem_gib": round(peak, 2),
                               "parse_fail": results.get("parse_fail,cot_json")})
-            print(arm, runs[arm][-1], flush=True)
-        report = make_report(args, runs, prompt_stats, build_s, load_s)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")  # after every round: a timeout keeps the rounds done
-    print(json.dumps({k: v for k, v in report.items() if k not in ("baseline", "project_bf16", "project_4bit")}, indent=1))
-    return 0
+            print(arm, "in-process", runs[arm][-1], flush=True)
+            save()
 
 
-def make_report(args, runs: dict, prompt_stats: dict, build_s: float, load_s: dict) -> dict:
+def _spread(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 1), "min": min(values), "max": max(values)}
+
+
+def make_report(args, runs: dict, commands: dict, prompt_stats: dict, build_s, load_s: dict) -> dict:
     import torch
 
     from harness_tasks import manifest
 
     def block(arm: str) -> dict:
-        rates = [r["samples_per_s"] for r in runs[arm]]
-        median = statistics.median(rates)
-        return {"recipe": ARMS[arm]["recipe"], "model_args": ARMS[arm]["model_args"] | {"peft": "<r16 adapter>"},
-                "batch_size": ARMS[arm]["batch_size"], "prompts_timed": runs[arm][0]["prompts"],
-                "extrapolated": ARMS[arm]["subset"] is not None,
-                "samples_per_s": median, "samples_per_s_min": min(rates), "samples_per_s_max": max(rates),
-                "seconds_for_1977": round(N_PROMPTS / median, 1),
-                "peak_mem_gib": max(r["peak_mem_gib"] for r in runs[arm]), "load_seconds": load_s[arm],
-                "runs": runs[arm]}
+        out = {"recipe": ARMS[arm]["recipe"], "model_args": ARMS[arm]["model_args"] | {"peft": "<r16 adapter>"},
+               "batch_size": ARMS[arm]["batch_size"]}
+        if commands[arm]:
+            c = commands[arm]
+            out["command"] = {"prompts_timed": c[0]["prompts"], "extrapolated": ARMS[arm]["subset"] is not None,
+                              "command_seconds_for_1977": _spread([r["command_seconds_for_1977"] for r in c]),
+                              "wall_seconds": _spread([r["wall_seconds"] for r in c]),
+                              "phases_seconds_median": {ph: round(statistics.median(r["phases_seconds"][ph] for r in c), 1)
+                                                        for ph in PHASES},
+                              "runs": c}
+        if runs[arm]:
+            rates = [r["samples_per_s"] for r in runs[arm]]
+            median = statistics.median(rates)
+            out |= {"prompts_timed": runs[arm][0]["prompts"], "extrapolated": ARMS[arm]["subset"] is not None,
+                    "samples_per_s": median, "samples_per_s_min": min(rates), "samples_per_s_max": max(rates),
+                    "seconds_for_1977": round(N_PROMPTS / median, 1),
+                    "peak_mem_gib": max(r["peak_mem_gib"] for r in runs[arm]), "load_seconds": load_s[arm],
+                    "runs": runs[arm]}
+        return out
 
     report = {
         "benchmark": "eval_throughput", "date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(0),
@@ -170,21 +254,33 @@ def make_report(args, runs: dict, prompt_stats: dict, build_s: float, load_s: di
         # The GPU machine gets a copy of the tree whose .git may be stale: the caller names the commit.
         "git": {"commit": os.environ["BENCH_COMMIT"]} if os.environ.get("BENCH_COMMIT") else manifest.git_commit(),
         "settings": {"model": "Mistral-7B-v0.3 shape, random bf16 weights, LoRA r16/a32 on q,k,v,o with random weights",
-                     "task": "nli_cot through lm_eval.simple_evaluate with the hf-cot model",
+                     "task": "nli_cot through lm-eval with the hf-cot model (cotharness eval --model hf selects it)",
                      "prompts": f"{N_PROMPTS} NLI prompts from {', '.join(p.name for p in args.pairs)}, repeated in order, "
                                 "tokenised by the project's tiny BPE tokenizer (it writes more tokens than Mistral's)",
                      **prompt_stats,
                      "forced_generation": f"--gen_kwargs {GEN_KWARGS}: every answer is {NEW_TOKENS} tokens",
-                     "order": "one process holding every arm's model; one untimed warm-up each; then rounds of all "
-                              "arms, the first arm rotating",
-                     "subsets": "slow arms time every k-th prompt by length; seconds_for_1977 = 1977 / samples_per_s",
-                     "repeats": len(next(iter(runs.values()))), "model_build_seconds": build_s},
+                     "command": "each arm as the user's `cotharness eval` process (bench/timed_eval.py), timed from "
+                                "start to exit; arms alternate, the first arm rotating",
+                     "order": "in-process: one process holding every arm's model; one untimed warm-up each; then "
+                              "rounds of all arms, the first arm rotating",
+                     "subsets": "slow arms time every k-th prompt by length; in-process seconds_for_1977 = 1977 / "
+                                "samples_per_s; command_seconds_for_1977 = the command's wall + the untimed prompts' "
+                                "generation at the measured rate",
+                     "repeats": max(len(r) for r in runs.values()),
+                     "command_repeats": max(len(c) for c in commands.values()),
+                     "model_build_seconds": build_s},
     }
     for arm in runs:
         report[arm] = block(arm)
     if "baseline" in runs:
-        report["speedup"] = {arm: round(report[arm]["samples_per_s"] / report["baseline"]["samples_per_s"], 2)
-                             for arm in runs if arm != "baseline"}
+        if runs["baseline"]:
+            report["speedup"] = {arm: round(report[arm]["samples_per_s"] / report["baseline"]["samples_per_s"], 2)
+                                 for arm in runs if arm != "baseline" and runs[arm]}
+        if commands["baseline"]:
+            seed = report["baseline"]["command"]["command_seconds_for_1977"]["median"]
+            report["speedup_command"] = {
+                arm: round(seed / report[arm]["command"]["command_seconds_for_1977"]["median"], 2)
+                for arm in runs if arm != "baseline" and commands[arm]}
     return report
 
 
