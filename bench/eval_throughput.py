@@ -134,7 +134,7 @@ def run_command(arm: str, base: Path, adapter: Path, test_file: Path, work: Path
     full = wall + generation * (N_PROMPTS / n - 1)
     return {"round": round_, "prompts": n, "command": "cotharness eval " + " ".join(argv[:-2]) + " --output_path DIR",
             "wall_seconds": round(wall, 1),
-            "phases_seconds": {ph: round(end - start, 1) for ph, start, end in zip(PHASES, bounds, bounds[1:])},
+            "phases_seconds": {ph: round(end - start, 1) for ph, start, end in zip(PHASES, bounds, bounds[1:], strict=False)},
             "lm_eval_total_seconds": round(float(results.get("total_evaluation_time_seconds") or 0), 1),
             "command_seconds_for_1977": round(full, 1),
             "parse_fail": results["results"]["nli_cot"].get("parse_fail,cot_json")}

@@ -55,20 +55,24 @@ def demo(
 @app.command()
 def compare(
     runs: Annotated[list[Path], typer.Argument(
-        help="lm-eval --output_path directories, or a teacher's datagen thoughts .jsonl (matched to the first "
-             "directory's documents); the first is the base.")],
+        help="lm-eval --output_path directories (or one results_*.json of a directory that holds several), or a "
+             "teacher's datagen thoughts .jsonl (matched to the first directory's documents); the first is the base.")],
     out: Annotated[Path, typer.Option(help="Where summary.{md,csv,json}, manifest.json and PNGs go.")],
     names: Annotated[str | None, typer.Option(help="Comma-separated display names, one per run.")] = None,
     teacher_task: Annotated[str, typer.Option(
         help="Task of a thoughts .jsonl that has no <name>.manifest.json beside it.")] = "nli_cot",
+    intersect: Annotated[bool, typer.Option(
+        help="Runs on different documents: compare on those all runs share (the report says how many each "
+             "lost) instead of refusing.")] = False,
 ):
-    """Compare lm-eval runs (and a teacher's thoughts file) on the same documents: CIs, deltas, McNemar,
-    confusion matrices, plots."""
+    """Compare lm-eval runs (and a teacher's thoughts file) on the same documents: the tasks' own metrics
+    with CIs, deltas, McNemar, confusion matrices, plots."""
     from cotharness.compare import compare as run
     from cotharness.compare import print_table
 
     try:
-        report = run(runs, out, names=names.split(",") if names else None, teacher_task=teacher_task)
+        report = run(runs, out, names=names.split(",") if names else None, teacher_task=teacher_task,
+                     intersect=intersect)
     except (FileNotFoundError, ValueError) as err:  # the user's paths or files; bugs keep their traceback
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None

@@ -12,16 +12,18 @@ delta against the first model. Paired by document against the first model: a Wil
 test on the scores (documents scored in both runs; equal scores are dropped, as in Wilcoxon's
 original test), McNemar on passing, and how many documents scored better, the same or worse.
 ``same`` names the document fields that must agree for two runs to be comparable (the input, the
-judge); other document fields (the judge's cache path, its concurrency) may differ.
+judge); other document fields (the judge's cache path, its concurrency) may differ. The values and
+their intervals are the task's own metrics, as for every task (``cotharness.compare_stats``): the
+mean score is ``judge_score``'s ``mean_defined``, so a run with no scored document has no mean
+(null), not NaN.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
-from cotharness.compare import Run, _bootstrap, _fmt, _mcnemar, _mean_tokens
+from cotharness.compare_runs import Run, mean_tokens
+from cotharness.compare_stats import WILSON_NOTE, Metric, ci_cell, estimates, fmt, mcnemar
 
 KEYS = ("metric", "pass_metric", "pass_at", "unscored_metric", "min", "max")
 
@@ -29,7 +31,7 @@ KEYS = ("metric", "pass_metric", "pass_at", "unscored_metric", "min", "max")
 def spec_of(runs: list[Run], task: str) -> dict | None:
     """The task's ``per_doc_score`` declaration, from the runs' lm-eval configs (they must agree)."""
     specs = [((r.results.get("configs") or {}).get(task) or {}).get("metadata", {}).get("per_doc_score")
-             for r in runs]
+             for r in runs if r.teacher is None]
     if not any(specs):
         return None
     if any(s != specs[0] for s in specs):
@@ -39,18 +41,6 @@ def spec_of(runs: list[Run], task: str) -> dict | None:
     if missing:
         raise ValueError(f"{task}: metadata.per_doc_score lacks {missing}")
     return specs[0]
-
-
-def _check_same(runs: list[Run], task: str, shared: list, spec: dict) -> None:
-    first = runs[0].samples[task]
-    for r in runs[1:]:
-        for d in shared:
-            a, b = first[d]["doc"], r.samples[task][d]["doc"]
-            for f in spec.get("same") or []:
-                if a.get(f) != b.get(f):
-                    raise ValueError(f"{task}: runs {runs[0].name} and {r.name} differ on document {d} "
-                                     f"(id {a.get('id')!r}) in {f}: {a.get(f)!r} vs {b.get(f)!r}; "
-                                     "their scores are not comparable")
 
 
 def wilcoxon_p(base: np.ndarray, other: np.ndarray) -> tuple[float | None, int]:
@@ -68,41 +58,21 @@ def wilcoxon_p(base: np.ndarray, other: np.ndarray) -> tuple[float | None, int]:
     return float(wilcoxon(d, zero_method="wilcox").pvalue), differing
 
 
-def _stats(scores: np.ndarray, spec: dict, rng) -> dict[str, tuple[float, float, float]]:
-    """metric -> (value, ci_low, ci_high)."""
-    n, scored = len(scores), ~np.isnan(scores)
-    filled = np.where(scored, scores, 0.0)
-    passed = (scored & (filled >= spec["pass_at"])).astype(float)
-    unscored = (~scored).astype(float)
-
-    def mean_score(i):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return filled[i].sum(axis=1) / scored[i].sum(axis=1)
-
-    everything = np.arange(n)[None, :]
-    return {spec["metric"]: (float(mean_score(everything)[0]), *_bootstrap(mean_score, n, rng)),
-            spec["pass_metric"]: (passed.mean(), *_bootstrap(lambda i: passed[i].mean(axis=1), n, rng)),
-            spec["unscored_metric"]: (unscored.mean(), *_bootstrap(lambda i: unscored[i].mean(axis=1), n, rng))}
-
-
 def _score_of(sample: dict, metric: str) -> float:
     value = sample.get(metric)
     return np.nan if value is None else float(value)
 
 
-def task_report(runs: list[Run], task: str, spec: dict, seed: int, count_tokens, counted_by):
-    """(rows, detail) for one score task, or None when the runs share no document of it."""
-    shared = sorted(set.intersection(*(set(r.samples[task]) for r in runs)))
-    if not shared:
-        return None
-    _check_same(runs, task, shared, spec)
+def task_report(runs: list[Run], task: str, spec: dict, shared: list[int], task_metrics: list[Metric], seed: int,
+                count_tokens, counted_by):
+    """(rows, detail) for one score task on the documents ``shared`` (paired by compare_runs). The
+    values and CIs are the task's own metrics (``task_metrics``: mean score over the scored documents,
+    pass rate, unscored share); the paired tests and the distribution read the per-document scores."""
+    stats = estimates({r.name: [r.samples[task][d] for d in shared] for r in runs}, task_metrics, seed)
     rows, detail = [], {"documents": len(shared), "per_doc_score": spec, "models": {}}
     base = base_values = None
     for r in runs:
         scores = np.array([_score_of(r.samples[task][d], spec["metric"]) for d in shared])
-        with warnings.catch_warnings():  # a resample without a scored document has no mean: left out
-            warnings.simplefilter("ignore", RuntimeWarning)
-            stats = _stats(scores, spec, np.random.default_rng(seed))
         passed = ~np.isnan(scores) & (np.nan_to_num(scores) >= spec["pass_at"])
         vs_base, wil = None, None
         if base is not None:
@@ -110,21 +80,26 @@ def task_report(runs: list[Run], task: str, spec: dict, seed: int, count_tokens,
             both = ~np.isnan(base) & ~np.isnan(scores)
             vs_base = {"scored_in_both": int(both.sum()), "better": int((scores[both] > base[both]).sum()),
                        "same": int((scores[both] == base[both]).sum()), "worse": int((scores[both] < base[both]).sum()),
-                       "wilcoxon_p": wil, "mcnemar_p_pass": _mcnemar(base >= spec["pass_at"], passed)}
-        for metric, (value, lo, hi) in stats.items():
-            rows.append({"model": r.name, "task": task, "metric": metric, "value": value, "ci_low": lo,
-                         "ci_high": hi, "delta_vs_base": None if base_values is None else value - base_values[metric],
-                         "mcnemar_p": vs_base["mcnemar_p_pass"] if vs_base and metric == spec["pass_metric"] else None,
-                         "wilcoxon_p": wil if metric == spec["metric"] else None, "n": len(shared),
-                         "unit": "score" if metric == spec["metric"] else "share"})
+                       "wilcoxon_p": wil, "mcnemar_p_pass": mcnemar(base >= spec["pass_at"], passed)}
+        values = {}
+        for m in task_metrics:
+            est = stats[r.name, m.name]
+            values[m.name] = est["value"]
+            base_value = None if base_values is None else base_values.get(m.name)
+            rows.append({"model": r.name, "task": task, "metric": m.name, "value": est["value"],
+                         "ci_low": est["ci_low"], "ci_high": est["ci_high"],
+                         "delta_vs_base": None if base_value is None or est["value"] is None else est["value"] - base_value,
+                         "mcnemar_p": vs_base["mcnemar_p_pass"] if vs_base and m.name == spec["pass_metric"] else None,
+                         "wilcoxon_p": wil if m.name == spec["metric"] else None, "n": est["n"],
+                         "unit": "score" if m.name == spec["metric"] else "share", "ci_method": est["ci_method"]})
         if base is None:
-            base, base_values = scores, {m: v[0] for m, v in stats.items()}
-        mean_tokens, tokens_by = _mean_tokens([r.samples[task][d] for d in shared], count_tokens, counted_by)
+            base, base_values = scores, values
+        mean_generated, tokens_by = mean_tokens([r.samples[task][d] for d in shared], count_tokens, counted_by)
         levels = range(int(spec["min"]), int(spec["max"]) + 1)
         detail["models"][r.name] = {
             "distribution": {**{str(s): int((scores == s).sum()) for s in levels},
                              "unscored": int(np.isnan(scores).sum())},
-            "vs_base": vs_base, "mean_generated_tokens": mean_tokens, "generated_tokens_counted_by": tokens_by,
+            "vs_base": vs_base, "mean_generated_tokens": mean_generated, "generated_tokens_counted_by": tokens_by,
             "wall_seconds": float(r.results.get("total_evaluation_time_seconds") or 0) or None}
     return rows, detail
 
@@ -135,7 +110,7 @@ def markdown(task: str, detail: dict, rows: list[dict]) -> list[str]:
     lo, hi = spec["min"], spec["max"]
     lines = [f"## {task} ({detail['documents']} documents, scored {lo}-{hi} per document)", "",
              f"{score}: mean ({lo}-{hi}) over the scored documents; {passing}: % scored >= {spec['pass_at']} "
-             f"(unscored does not pass); {unscored}: % without a score. 95% bootstrap CI in brackets; Δ vs the "
+             f"(unscored does not pass); {unscored}: % without a score. 95% CI in brackets (bootstrap); Δ vs the "
              "first model. Paired by document with the first model: Wilcoxon signed-rank p on the scores "
              "(documents scored in both), McNemar p on passing, and documents scored better / the same / worse.",
              "",
@@ -146,16 +121,17 @@ def markdown(task: str, detail: dict, rows: list[dict]) -> list[str]:
         d = detail["models"][m]
 
         def cell(metric, pct=True, by=by):
-            r = by[metric]
-            return f"{_fmt(r['value'], pct)} [{_fmt(r['ci_low'], pct)}, {_fmt(r['ci_high'], pct)}]"
+            return ci_cell(by[metric], pct)
 
         vs = d["vs_base"]
         lines.append(f"| {m} | {cell(score, False)} | {cell(passing)} | {cell(unscored)} | "
-                     f"{_fmt(by[score]['delta_vs_base'], False)} | {_fmt(by[passing]['delta_vs_base'])} | "
-                     f"{_fmt(by[score]['wilcoxon_p'], False)} | {_fmt(by[passing]['mcnemar_p'], False)} | "
+                     f"{fmt(by[score]['delta_vs_base'], False)} | {fmt(by[passing]['delta_vs_base'])} | "
+                     f"{fmt(by[score]['wilcoxon_p'], False)} | {fmt(by[passing]['mcnemar_p'], False)} | "
                      + (f"{vs['better']} / {vs['same']} / {vs['worse']}" if vs else "-")
-                     + f" | {_fmt(d['mean_generated_tokens'], False)} | {_fmt(d['wall_seconds'], False)} |")
+                     + f" | {fmt(d['mean_generated_tokens'], False)} | {fmt(d['wall_seconds'], False)} |")
     levels = list(detail["models"][models[0]]["distribution"])
+    if any(r.get("ci_method") == "wilson" for r in rows):
+        lines += ["", WILSON_NOTE]
     lines += ["", "Score distribution (documents):", "", "| model | " + " | ".join(levels) + " |",
               "|---" * (len(levels) + 1) + "|"]
     lines += [f"| {m} | " + " | ".join(str(detail["models"][m]["distribution"][k]) for k in levels) + " |"

@@ -45,9 +45,7 @@ def grouped_bars(rows: list[dict], out: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 3.8))
         for model, (x, width) in zip(models, _bar_slots(len(metrics), len(models)), strict=True):
             by = {r["metric"]: r for r in task_rows if r["model"] == model}
-            values = np.array([100 * by[m]["value"] for m in metrics])
-            low = values - np.array([100 * by[m]["ci_low"] for m in metrics])
-            high = np.array([100 * by[m]["ci_high"] for m in metrics]) - values
+            values, low, high = _bar([by[m] for m in metrics], 100)
             ax.bar(x, values, width, yerr=[low, high], capsize=3, label=model)
         ax.set_xticks(range(len(metrics)), metrics)
         ax.set_ylim(0, 105)
@@ -71,11 +69,8 @@ def score_bars(rows: list[dict], tasks: dict, out: Path) -> list[Path]:
         for ax, metrics, scale in ((left, [spec["metric"]], 1),
                                    (right, [spec["pass_metric"], spec["unscored_metric"]], 100)):
             for model, (x, width) in zip(models, _bar_slots(len(metrics), len(models)), strict=True):
-                cells = [by[(model, m)] for m in metrics]
-                values = np.array([scale * c["value"] for c in cells])
-                low = values - np.array([scale * c["ci_low"] for c in cells])
-                high = np.array([scale * c["ci_high"] for c in cells]) - values
-                ax.bar(x, values, width, yerr=[np.nan_to_num(low), np.nan_to_num(high)], capsize=3, label=model)
+                values, low, high = _bar([by[(model, m)] for m in metrics], scale)
+                ax.bar(x, values, width, yerr=[low, high], capsize=3, label=model)
             ax.set_xticks(range(len(metrics)), metrics)
         left.set_ylim(0, spec["max"] + 0.25)
         left.set_ylabel(f"mean score ({spec['min']}-{spec['max']})")
@@ -102,6 +97,18 @@ def family_bars(table: dict, path: Path, chance: float) -> Path:
     ax.set_title("accuracy by task family")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
     return _save(fig, path)
+
+
+def _bar(rows: list[dict], scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bar heights and whisker lengths of summary rows; a metric without a value (no gold document of
+    a class, no scored answer) or without an interval draws nothing rather than failing."""
+    def column(key):
+        return np.array([np.nan if r[key] is None else scale * r[key] for r in rows], dtype=float)
+
+    values = column("value")
+    # a percentile interval need not contain the value (macro-F1 over the classes a resample has): no negative whisker
+    low, high = np.nan_to_num(values - column("ci_low")).clip(0), np.nan_to_num(column("ci_high") - values).clip(0)
+    return np.nan_to_num(values), low, high
 
 
 def _bar_slots(groups: int, models: int) -> list[tuple[np.ndarray, float]]:

@@ -2,6 +2,8 @@
 
 Differences from plain ``lm_eval`` (everything else is passed through untouched):
 - ``harness_tasks/`` is always on the task search path (in addition to any ``--include_path``);
+- before the model loads, ``--metadata`` keys are checked against the selected tasks' loaders (a typo
+  is an error with a did-you-mean) and each task's data is loaded once, so a bad file fails in seconds;
 - ``--model hf`` (lm-eval's default) becomes ``hf-cot`` (``harness_tasks/hf_model.py``): ``load_in_4bit=True``
   and ``bnb_4bit_*`` work on transformers 5, an adapter is merged into an unquantized base, and the
   batch size defaults to ``auto``, sized for generation from the prompts and free memory;
@@ -50,15 +52,22 @@ def main(argv: list[str]) -> int:
     if missing:
         print(f"error: {missing}", file=sys.stderr)
         return 2
-    if args.output_path:
-        args.log_samples = True
-    before = _samples(args.output_path)
     from harness_tasks.data_files import DataFileError
     from harness_tasks.judge import JudgeError
 
     try:
-        cli.execute(args)
+        problem = check_inputs(args)
     except (DataFileError, JudgeError) as err:  # the user's data file or judge settings, said in one line
+        problem = str(err)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if args.output_path:
+        args.log_samples = True
+    before = _samples(args.output_path)
+    try:
+        cli.execute(args)
+    except (DataFileError, JudgeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") != "0":
@@ -72,6 +81,25 @@ def main(argv: list[str]) -> int:
         if report:
             print(f"per class: {report}")
     return 0
+
+
+def check_inputs(args) -> str | None:
+    """Before any model loads: the ``--metadata`` keys are ones the selected tasks read (a typo would
+    silently score the bundled sample), and each task's data loads. Returns the problem, if any;
+    a bad file raises DataFileError. Warnings (keys passed on to a task not of this project) are printed."""
+    from cotharness import eval_inputs
+
+    if not args.tasks:
+        return None  # tasks from a --config file: lm-eval checks them
+    metadata = args.metadata or {}
+    ours, others = eval_inputs.select(args.tasks)
+    errors, warnings = eval_inputs.check_keys(metadata, ours, others)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if errors:
+        return errors[0]
+    eval_inputs.check_data(metadata, ours)
+    return None
 
 
 LOCAL_PREFIXES = ("/", "./", "../", "~")

@@ -4,7 +4,10 @@ The teacher answered the rows of a thoughts JSONL (``cotharness datagen thoughts
 format). To compare it with lm-eval runs, each document of a reference lm-eval run is matched to the
 teacher row with the same input fields (whitespace-normalised; lm-eval doc ids are positions, so ids
 are not used), the gold labels are checked to agree, and the teacher's answer becomes an lm-eval-like
-sample. A failed row (no answer) is an unparsed answer, like an lm-eval parse failure.
+sample, scored by the task's own ``metrics.score`` and aggregated by compare exactly as lm-eval
+aggregates a run. A failed row (no answer) is an unparsed answer, like an lm-eval parse failure.
+Reference documents the file lacks are missing from the teacher's run: compare refuses such a run
+unless asked to compare on the documents all runs share (``--intersect``).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from cotharness.compare import Run
+from cotharness.compare_runs import Run
 from datagen.store import sidecar
 from harness_tasks import manifest, metrics
 from harness_tasks.data_files import read_rows
@@ -67,8 +70,9 @@ def load_teacher(path: Path, reference: Run, name: str | None = None, task_name:
         raise ValueError(f"{path}: {reference.name} has no {task_name} results (it has "
                          f"{sorted(reference.samples)}); set the teacher's task with --teacher-task")
 
-    run = Run(name or model or path.stem, results={})
-    run.teacher = {"path": str(path), "sha256": manifest.sha256_file(path), "model": model or info.get("model"),
+    files = [{"path": str(f), "sha256": manifest.sha256_file(f)} for f in (path, info_file) if f.is_file()]
+    run = Run(name or model or path.stem, results={}, path=path, files=files)
+    run.teacher = {"path": str(path), "sha256": files[0]["sha256"], "model": model or info.get("model"),
                    "backend": info.get("backend") or (backends.most_common(1)[0][0] if backends else None),
                    "task": task_name, "manifest": str(info_file) if info else None, "rows": len(rows),
                    "reference_run": reference.name, "documents": {}}
@@ -116,8 +120,8 @@ def _sample(task, doc_id: int, ref: dict, row: dict, lineno: int) -> dict:
     thought = row.get(s.thought_key)
     answered = pred is not None and isinstance(thought, str)
     tokens = meta.get("tokens_out")
+    scores = metrics.score(s.to_label(ref["doc"].get("label")), pred, s)
     return {"doc_id": doc_id, "doc": ref["doc"], "doc_hash": ref.get("doc_hash"),
-            "resps": [[task.answer(thought, pred) if answered else ""]],
-            **metrics.score(s.to_label(ref["doc"].get("label")), pred, s),
+            "resps": [[task.answer(thought, pred) if answered else ""]], "metrics": list(scores), **scores,
             "teacher": {"id": row.get("id"), "line": lineno, "answered": answered,
                         "tokens_out": tokens if answered and isinstance(tokens, int) else None}}

@@ -9,7 +9,8 @@ backtranslation (Humpback-style self-instruct) on the shared datagen pipeline.
 
 Sampling and judging settings come from ``configs/datagen/backtranslate.yaml`` unless a flag says
 otherwise. A user's mistake or an outside failure ends in one ``error:`` line (exit 2); a run that
-stopped early (e.g. ``--max-cost``) exits 3 with its rows saved.
+stopped early (e.g. ``--max-cost``) exits 3 with its rows saved, one that ends with failed rows 1
+(``datagen.cli.finish``).
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ def augment(
     Resumable; an empty or echoed instruction is asked again, then recorded as failed."""
     from datagen import backtranslate_settings
     from datagen.backtranslate import augment_stage, read_responses
+    from datagen.cli import finish
     from datagen.pipeline import StageRun, run
 
     with fail_cleanly():
@@ -162,8 +164,8 @@ def augment(
             extra={"settings": record, "input_duplicates_left_out": [
                 {"line": line, "first_on_line": first} for line, first in loaded.duplicates]})
         tally = run(cfg, stage=augment_stage(), rows=loaded.rows)
-    if tally.stopped:
-        raise typer.Exit(3)
+    if not dry_run:
+        finish(tally)
 
 
 def curate(
@@ -190,6 +192,7 @@ def curate(
     output (resumable; a rerun with another --threshold asks the judge nothing)."""
     from datagen import backtranslate_settings
     from datagen.backends import endpoint
+    from datagen.cli import finish
     from datagen.curate import curate_stage, read_pairs, scores_path, write_curated
     from datagen.pipeline import StageRun, run
     from harness_tasks.secrets import redact
@@ -225,5 +228,4 @@ def curate(
         typer.echo(f"{result.not_judged} row(s) have no instruction (augment failed) and were not judged")
     if result.pending:
         typer.echo(f"{result.pending} pair(s) are not judged yet: rerun the same command to continue", err=True)
-    if tally.stopped:
-        raise typer.Exit(3)
+    finish(tally)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -59,7 +59,10 @@ def _stage(stage: str, **kw) -> None:
 
 
 def run_or_exit(cfg) -> None:
-    """Run a stage; a user's mistake or an outside failure ends in one line, not a traceback."""
+    """Run a stage; a user's mistake or an outside failure ends in one line, not a traceback.
+
+    Exit codes: 0 every row this stage wants is done; 1 some are failed (see ``finish``); 2 a user's
+    mistake or a failure no request can survive; 3 stopped early (``--max-cost``); 130 Ctrl-C."""
     from datagen.backends.base import FatalBackendError
     from datagen.pipeline import UsageError, run
     from datagen.runner import ChangedRequestsError
@@ -76,8 +79,21 @@ def run_or_exit(cfg) -> None:
             FatalBackendError, FileNotFoundError) as err:
         typer.echo(f"error: {redact(str(err))}", err=True)
         raise typer.Exit(2) from None
+    if not cfg.dry_run:  # a dry run did nothing that could fail
+        finish(tally)
+
+
+def finish(tally) -> None:
+    """The exit after a run that has written everything: 3 if it stopped early, else 1 if rows it was
+    asked to do are failed, so that a script or a Makefile notices. Failed rows get one closing line."""
+    if tally.failed_rows:
+        earlier = f", {tally.failed_before} of them in an earlier run" if tally.failed_before else ""
+        typer.echo(f"{tally.failed_rows} row(s) failed{earlier}: rerun with --retry-failed to try them again",
+                   err=True)
     if tally.stopped:
         raise typer.Exit(3)
+    if tally.failed_rows:
+        raise typer.Exit(1)
 
 
 def _teacher_command(stage_name: str, default_model: str, doc: str):
@@ -91,6 +107,9 @@ def _teacher_command(stage_name: str, default_model: str, doc: str):
         retry_failed: RetryFailed = False, redo_changed: RedoChanged = False, prices: Prices = None,
         adapter: Adapter = None, load_in_4bit: FourBit = False, device: Device = None, poll_interval: Poll = 30.0,
         label_column: Annotated[str, typer.Option(help="thoughts: the gold label's column (if any).")] = "label",
+        empty_labels: Annotated[Literal["error", "skip"], typer.Option(
+            help="thoughts: rows of a labelled file with an empty label: error (the default) or skip them "
+                 "(counted aloud and in the manifest).")] = "error",
     ):
         kw = dict(locals())
         kw.pop("stage_name", None)  # a closure variable, which locals() includes

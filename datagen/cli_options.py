@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 Limit = Annotated[int | None, typer.Option(min=1, help="Only the first N input rows.")]
-DryRun = Annotated[bool, typer.Option(help="Print the first request and a token/cost estimate; send nothing.")]
+DryRun = Annotated[bool, typer.Option(help="Print the first request and a token/cost estimate; send and write "
+                                           "nothing.")]
 Timeout = Annotated[float, typer.Option(min=1, help="Seconds per request before it is retried.")]
 Rpm = Annotated[int | None, typer.Option(min=1, help="Requests per minute at most.")]
 Tpm = Annotated[int | None, typer.Option(min=1, help="Tokens per minute at most (estimated before sending).")]

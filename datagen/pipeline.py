@@ -1,9 +1,11 @@
 """One invocation of a teacher stage, from the command line's settings to the closing summary.
 
-Reads and validates the input, opens (locks, repairs) the output, plans the requests, runs them on
+Reads and validates the input, opens (locks, repairs) the output, plans the requests, refreshes
+finished rows whose input changed and drops those the stage no longer wants, runs the requests on
 the chosen backend, rewrites the output with one row per id, writes ``<out>.manifest.json`` and
-prints the summary. ``dry_run`` stops after planning: it prints the first request and an estimate
-of the tokens and the cost, and sends nothing.
+prints the summary. ``dry_run`` stops after planning: it reads the output as a run would (a torn
+tail left out, in memory), prints the first request and an estimate of the tokens and the cost, and
+sends and writes nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from datagen.runner import Budget, Item, Options, Recorder, Tally, console
 from datagen.stages import STAGES, Stage, input_rows
 from datagen.store import JsonlStore, row_key, sidecar
 from harness_tasks import manifest
+from harness_tasks.data_files import is_empty
 from harness_tasks.secrets import api_key, redact
+from harness_tasks.tables import read_table
 from harness_tasks.tasks import get_task
 
 STAGE_TEMPLATES = {"thoughts": ("teacher_system",), "score": ("judge_system", "judge_user"),
@@ -46,6 +50,8 @@ class StageRun:
     task: str = "nli_cot"
     server_url: str | None = None
     label_column: str = "label"
+    empty_labels: str = "error"
+    """thoughts: rows with an empty gold label are an error, or skipped ("skip")"""
     limit: int | None = None
     dry_run: bool = False
     temperature: float = 0.0
@@ -108,7 +114,9 @@ def run(cfg: StageRun, stage: Stage | None = None, rows: list[dict] | None = Non
     stage = stage or STAGES[cfg.stage](task)
     if stage.answer_model is None and cfg.response_format != "none":
         raise UsageError(f"{cfg.stage} is answered in free text, not JSON: use --response-format none")
-    rows = (rows if rows is not None else input_rows(cfg.stage, cfg.input, task, cfg.label_column))[: cfg.limit]
+    if rows is None:
+        rows = input_rows(cfg.stage, cfg.input, task, cfg.label_column, cfg.empty_labels)
+    rows = rows[: cfg.limit]
     price = price_for(cfg.model, cfg.backend, cfg.prices)
     if cfg.options.max_cost is not None and price is None:
         raise UsageError(f"--max-cost needs the price of {cfg.model!r}: add it to "
@@ -116,10 +124,9 @@ def run(cfg: StageRun, stage: Stage | None = None, rows: list[dict] | None = Non
     tally, fmt = Tally(), response_format(cfg.response_format, stage)
     where = endpoint(cfg.backend, cfg.model, cfg.server_url, cfg.backend_args)
     if cfg.dry_run:
-        store = JsonlStore(cfg.out)
-        store.rows = JsonlStore.read(cfg.out) if cfg.out.exists() else {}
-        items = runner.plan(stage, rows, store, where, cfg.model, fmt, params(cfg), cfg.options, tally)
-        print_dry_run(cfg, items, tally, price, store)
+        store = JsonlStore.peek(cfg.out)
+        todo = runner.plan(stage, rows, store, where, cfg.model, fmt, params(cfg), cfg.options, tally)
+        print_dry_run(cfg, todo.items, tally, price, store)
         return tally
 
     # A missing key, model or adapter is reported now, before the output is touched.
@@ -131,10 +138,14 @@ def run(cfg: StageRun, stage: Stage | None = None, rows: list[dict] | None = Non
     with JsonlStore(cfg.out) as store:
         if store.torn:
             console.print(f"[yellow]{cfg.out}: cut off a torn last line ({store.torn} bytes) left by a killed run")
-        items = runner.plan(stage, rows, store, where, cfg.model, fmt, params(cfg), cfg.options, tally)
+        todo = runner.plan(stage, rows, store, where, cfg.model, fmt, params(cfg), cfg.options, tally)
+        for row in todo.refreshed:
+            store.append(row)
+        store.discard(todo.dropped)
+        items = todo.items
         progress, update = runner.progress_bar(cfg.stage, len(items))
         recorder = Recorder(stage, store, cfg.backend, tally, price, on_row=lambda: update(tally))
-        budget = Budget(cfg.options.max_cost, price)
+        budget = Budget(cfg.options.max_cost, price, tally)
         error = None
         try:
             with progress:
@@ -143,6 +154,8 @@ def run(cfg: StageRun, stage: Stage | None = None, rows: list[dict] | None = Non
             error = err
             tally.stopped = tally.stopped or _why(err)
         finally:
+            if budget.refused:
+                tally.stopped = budget.reason()  # with what the requests in flight cost after the refusal
             store.compact([row_key(r) for r in rows])
             report = stage.report(list(store.rows.values())) if stage.report else {}
             _write_manifest(cfg, stage, store, tally, price, where, runner.elapsed(started), report)
@@ -172,6 +185,15 @@ def _why(err: BaseException) -> str:
     return redact(str(err)) or type(err).__name__
 
 
+def _skipped(cfg: StageRun) -> dict:
+    """With ``empty_labels="skip"``: how many input rows were left out for an empty gold label."""
+    if cfg.stage != "thoughts" or cfg.empty_labels != "skip":
+        return {}
+    table = read_table(cfg.input)
+    empty = sum(1 for _, row in table.rows if cfg.label_column in row and is_empty(row[cfg.label_column]))
+    return {"empty_labels": "skip", "skipped_empty_label": empty}
+
+
 def _write_manifest(cfg: StageRun, stage: Stage, store: JsonlStore, tally: Tally, price: Price | None,
                     where: str, wall: float, report: dict) -> None:
     path = manifest_path(cfg.out)
@@ -183,7 +205,8 @@ def _write_manifest(cfg: StageRun, stage: Stage, store: JsonlStore, tally: Tally
         "endpoint": redact(where),
         "request": {"response_format": cfg.response_format, **params(cfg), "max_reprompts": cfg.options.max_reprompts},
         "prompts": {name: prompts.template_hash(name) for name in templates},
-        "input": {"path": str(cfg.input), "sha256": manifest.sha256_file(cfg.input), "rows": tally.rows},
+        "input": {"path": str(cfg.input), "sha256": manifest.sha256_file(cfg.input), "rows": tally.rows,
+                  **_skipped(cfg)},
         "output": {"path": str(cfg.out), "rows": len(store.rows), "ok": statuses.count("ok"),
                    "failed": statuses.count("failed")},
         "price": asdict(price) if price else None, **({"report": report} if report else {}), **cfg.extra,
@@ -212,6 +235,12 @@ def print_summary(cfg: StageRun, tally: Tally, price: Price | None, wall: float,
     table.add_column()
     table.add_row("rows", f"{tally.rows} in the input; {tally.not_selected} not for this stage, "
                           f"{tally.done_before} done and {tally.failed_before} failed earlier (skipped)")
+    table.add_row("refreshed", f"{tally.refreshed} of those rewritten from their changed input (gold label, other "
+                               "columns), without a request")
+    if tally.dropped:
+        table.add_row("dropped", f"{len(tally.dropped)} finished row(s) the changed input no longer selects for "
+                                 f"this stage (reflect: the teacher is now right), e.g. id {tally.dropped[0]!r}: "
+                                 "taken out of the output (all ids in the manifest)")
     table.add_row("this run", f"done {tally.done}, failed {tally.failed}, not run {tally.not_run}")
     table.add_row("re-prompts", f"{tally.reprompts} (repaired JSON accepted: {tally.repaired})")
     table.add_row("retries", f"{tally.retries} (429, 5xx, timeouts)")
@@ -229,8 +258,6 @@ def print_summary(cfg: StageRun, tally: Tally, price: Price | None, wall: float,
         console.print(f"[red]failed[/] id {row_id}: {error}", markup=True, highlight=False)
     if len(tally.failures) > 20:
         console.print(f"... and {len(tally.failures) - 20} more (listed in {manifest_path(cfg.out)})")
-    if tally.failures or tally.failed_before:
-        console.print("rerun with --retry-failed to try the failed rows again")
     if tally.stopped:
         console.print(f"[yellow]stopped: {tally.stopped}; rerun the same command to continue")
 
@@ -247,6 +274,11 @@ def print_dry_run(cfg: StageRun, items: list[Item], tally: Tally, price: Price |
     worst_out = cfg.max_tokens * len(items)
     console.print(f"{len(items)} request(s) to send ({tally.rows} rows; {tally.not_selected} not for this stage, "
                   f"{tally.done_before} done, {tally.failed_before} failed earlier)")
+    if store.torn:
+        console.print(f"{cfg.out}: a run would cut off a torn last line ({store.torn} bytes)")
+    if tally.refreshed or tally.dropped:
+        console.print(f"a run would refresh {tally.refreshed} finished row(s) from their changed input (no request) "
+                      f"and drop {len(tally.dropped)} this stage no longer asks about")
     basis = "mean of this output's answers" if done else "a typical CoT answer"
     console.print(f"tokens: ~{tokens_in:,} in (at most; 1 token per 3 characters), ~{tokens_out:,} out "
                   f"({per_row_out:.0f} per row: {basis}; at most {worst_out:,}), before any re-prompt")

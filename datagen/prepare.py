@@ -31,7 +31,7 @@ from typing import Annotated
 import typer
 
 from datagen import prepare_stats
-from harness_tasks.data_files import DataFileError, read_rows
+from harness_tasks.data_files import DataFileError, read_rows, require_columns
 from harness_tasks.manifest import git_commit, package_versions, sha256_file, write_atomic
 from harness_tasks.tasks import TaskSpec, get_task
 
@@ -71,9 +71,7 @@ def _meta(row: dict, stage: str) -> dict:
 
 
 def _check_columns(row: dict, needed: tuple[str, ...], task: TaskSpec, where: str, hint: str) -> None:
-    missing = [c for c in needed if c not in row]
-    if missing:
-        raise DataFileError(f"{where}: missing column(s) {missing}; found {sorted(row)}; {hint}")
+    require_columns(row, needed, where, hint)  # the shared rule: names a likely typo
     for f in task.fields:
         if not isinstance(row[f], str) or not row[f].strip():
             raise DataFileError(f"{where}: column {f!r} is empty or not text")

@@ -1,9 +1,12 @@
 """Run a stage over its rows: resumable, rate-limited, retried, re-prompted, budgeted.
 
 1. ``plan``: every input row gets its rendered request and that request's hash. Rows already in the
-   output with the same hash are skipped (failed ones too, unless ``retry_failed``); rows made by a
+   output with the same hash are not asked again (failed ones too, unless ``retry_failed``), but are
+   refreshed from the input when a field outside the request changed (a corrected gold label, a new
+   column), with the stage's derived fields (thoughts' ``correct``) worked out again; rows made by a
    different request (the prompt, model, parameters or server changed) stop the run unless
-   ``redo_changed``, so two recipes are never mixed in one file.
+   ``redo_changed``, so two recipes are never mixed in one file. A finished row the stage no longer
+   wants (reflect, once a gold fix made the teacher right) is dropped from the output, and named.
 2. ``run_live``: ``concurrency`` workers send requests through the backend; tenacity retries 429s
    (honouring Retry-After), 5xx, timeouts and lost connections with jittered exponential backoff;
    aiolimiter keeps requests and tokens per minute under the limits. An answer that is not valid
@@ -18,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -74,6 +78,10 @@ class Tally:
     not_selected: int = 0
     done_before: int = 0
     failed_before: int = 0
+    refreshed: int = 0
+    """of those done or failed before: rows rewritten from their changed input, with no request"""
+    dropped: list[str] = field(default_factory=list)
+    """ids of finished rows the stage no longer wants, taken out of the output"""
     pending: int = 0
     done: int = 0
     failed: int = 0
@@ -90,6 +98,11 @@ class Tally:
     def not_run(self) -> int:
         return self.pending - self.done - self.failed
 
+    @property
+    def failed_rows(self) -> int:
+        """Rows of this input the stage wants that are failed in the output now (this run's and earlier)."""
+        return self.failed + self.failed_before
+
 
 class ChangedRequestsError(Exception):
     pass
@@ -99,36 +112,74 @@ class BudgetExhausted(Exception):
     pass
 
 
+@dataclass
+class Plan:
+    items: list[Item] = field(default_factory=list)
+    """rows to ask about, in input order"""
+    refreshed: list[dict] = field(default_factory=list)
+    """finished rows rebuilt from their changed input; written without a request"""
+    dropped: list[str] = field(default_factory=list)
+    """ids of finished rows the stage no longer wants"""
+
+
 def plan(stage: Stage, rows: list[dict], store: JsonlStore, endpoint: str, model: str,
-         response_format: dict | None, params: dict, options: Options, tally: Tally) -> list[Item]:
-    """The rows that still need a request, in input order; counts the others in ``tally``."""
-    pending, changed = [], []
+         response_format: dict | None, params: dict, options: Options, tally: Tally) -> Plan:
+    """What each input row needs: a request, a refresh from its input, nothing, or to be dropped."""
+    out, changed = Plan(), []
     tally.rows = len(rows)
     for row in rows:
+        stored = store.rows.get(row_key(row))
+        previous = (stored or {}).get("meta", {}).get(stage.name)
         if not stage.wanted(row):
             tally.not_selected += 1
+            if previous:  # its answer was to a question this input no longer asks
+                out.dropped.append(row_key(row))
             continue
         request = ChatRequest(model, stage.messages(row), response_format, params)
         h = request_hash(request, endpoint)
-        previous = (store.rows.get(row_key(row)) or {}).get("meta", {}).get(stage.name)
         if previous and previous.get("request_hash") != h:
             changed.append(row_key(row))
             if not options.redo_changed:
                 continue
-        elif previous and previous.get("status") == "ok":
-            tally.done_before += 1
+        elif previous and (previous.get("status") == "ok" or not options.retry_failed):
+            if previous.get("status") == "ok":
+                tally.done_before += 1
+            else:
+                tally.failed_before += 1
+            current = refreshed(stage, row, stored)
+            if current is not None:
+                out.refreshed.append(current)
             continue
-        elif previous and not options.retry_failed:
-            tally.failed_before += 1
-            continue
-        pending.append(Item(row, request, h))
+        out.items.append(Item(row, request, h))
     if changed and not options.redo_changed:
         raise ChangedRequestsError(
             f"{store.path}: {len(changed)} row(s) were made by a different request (the prompt, model, "
             f"parameters or server changed), e.g. id {changed[0]!r}; write to a new --out, or pass "
             "--redo-changed to replace them")
-    tally.pending = len(pending)
-    return pending
+    tally.pending, tally.refreshed, tally.dropped = len(out.items), len(out.refreshed), list(out.dropped)
+    return out
+
+
+def output_row(stage: Stage, row: dict, fields: dict, meta: dict) -> dict:
+    """The input row, the stage's fields and those derived from both, and how they were made under
+    ``meta.<stage>``."""
+    plain = {k: v for k, v in row.items() if k != "meta"}
+    fields = {**fields, **stage.derived({**plain, **fields})}
+    return {**plain, **fields, "meta": {**row.get("meta", {}), stage.name: meta}}
+
+
+def refreshed(stage: Stage, row: dict, stored: dict) -> dict | None:
+    """``stored`` as the input ``row`` makes it now, or None when that is what it already is.
+
+    The request is unchanged, so the answer (the fields ``stage.empty`` names) and how it was made
+    stand; everything else is the input's now, and the derived fields are worked out again."""
+    current = output_row(stage, row, {k: stored.get(k) for k in stage.empty}, stored["meta"][stage.name])
+    return None if _canonical(current) == _canonical(stored) else current
+
+
+def _canonical(row: dict) -> str:
+    """One text per content: the stored row went through JSON (tuples are lists, key order may differ)."""
+    return json.dumps(row, sort_keys=True, ensure_ascii=False, default=str)
 
 
 class Recorder:
@@ -149,7 +200,7 @@ class Recorder:
         return answer, repaired
 
     def answered(self, turns: dict, completion) -> float:
-        """Count an answer in the row's ``turns`` and in the tally; returns what it cost."""
+        """Count an answer in the row's ``turns`` and in the tally (whose ``cost`` the budget reads)."""
         turns["attempts"] += 1
         turns["tokens_in"] += completion.tokens_in
         turns["tokens_out"] += completion.tokens_out
@@ -193,8 +244,7 @@ class Recorder:
         """The input row, the stage's fields, and how they were made under ``meta.<stage>``."""
         meta = {"status": status, "error": error, "model": model or item.request.model, "backend": self.backend_name,
                 "request_hash": item.hash, **turns, "repaired": repaired, **(extra or {})}
-        row = {k: v for k, v in item.row.items() if k != "meta"}
-        self.store.append({**row, **fields, "meta": {**item.row.get("meta", {}), self.stage.name: meta}})
+        self.store.append(output_row(self.stage, item.row, fields, meta))
         self.on_row()
 
 
@@ -203,10 +253,15 @@ def new_turns() -> dict:
 
 
 class Budget:
-    """Reserve a request's worst-case cost before sending it; settle with the real cost after."""
+    """Reserve a request's worst-case cost before sending it; release the reservation once it is answered.
 
-    def __init__(self, limit: float | None, price: Price | None, spent: float = 0.0):
-        self.limit, self.price, self.spent, self.reserved = limit, price, spent, 0.0
+    What was spent is the tally's ``cost`` (each answer's, added by the recorder): the one figure the
+    summary, the manifest and the stop message give."""
+
+    def __init__(self, limit: float | None, price: Price | None, tally: Tally):
+        self.limit, self.price, self.tally, self.reserved = limit, price, tally, 0.0
+        self.refused: tuple[float, float] | None = None
+        """the first refused request's worst case, and what requests in flight held then"""
 
     def worst_case(self, request: ChatRequest) -> float:
         if self.price is None:
@@ -216,15 +271,22 @@ class Budget:
 
     def reserve(self, request: ChatRequest) -> float:
         amount = self.worst_case(request)
-        if self.limit is not None and self.spent + self.reserved + amount > self.limit:
-            raise BudgetExhausted(f"--max-cost ${self.limit:g} reached (spent ${self.spent:.4f}; the next "
-                                  f"request could cost up to ${amount:.4f})")
+        if self.limit is not None and self.tally.cost + self.reserved + amount > self.limit:
+            self.refused = self.refused or (amount, self.reserved)
+            raise BudgetExhausted(self.reason())
         self.reserved += amount
         return amount
 
-    def settle(self, reserved: float, cost: float) -> None:
+    def release(self, reserved: float) -> None:
         self.reserved -= reserved
-        self.spent += cost
+
+    def reason(self) -> str:
+        """Why the run stopped. Formed again when the run has ended: the requests in flight at the
+        refusal are paid for after it, and the message must give what the summary gives."""
+        amount, held = self.refused
+        held = f", on top of ${held:.4f} reserved for the requests then in flight" if held else ""
+        return (f"--max-cost ${self.limit:g} reached (spent ${self.tally.cost:.4f}; the next request could "
+                f"have cost up to ${amount:.4f}{held})")
 
 
 async def run_live(items: list[Item], backend: Backend, recorder: Recorder, options: Options,
@@ -269,7 +331,7 @@ async def run_live(items: list[Item], backend: Backend, recorder: Recorder, opti
             try:
                 completion = await call(request)
             except BackendError as err:
-                budget.settle(reserved, 0.0)
+                budget.release(reserved)
                 if err.retryable and (err.status == 429 or err.status is None):
                     raise FatalBackendError(
                         f"{err} (still failing after {options.max_retries} retries): "
@@ -278,7 +340,8 @@ async def run_live(items: list[Item], backend: Backend, recorder: Recorder, opti
                 recorder.failed(item, f"{err}" + (f" after {options.max_retries} retries" if err.retryable else ""),
                                 turns, model)
                 return
-            budget.settle(reserved, recorder.answered(turns, completion))
+            recorder.answered(turns, completion)
+            budget.release(reserved)
             model = completion.model
             try:
                 answer, repaired = recorder.answer(item, completion.text)

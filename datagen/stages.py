@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 import prompts
 from datagen.answers import InvalidAnswer
-from harness_tasks.data_files import DataFileError, load_task_rows, read_rows
+from harness_tasks.data_files import DataFileError, check_header, load_task_rows, read_table, require_columns
 from harness_tasks.tasks import TaskSpec
 
 SCORES = (1, 2, 3, 4, 5)
@@ -42,6 +42,11 @@ class Stage:
     empty: dict
     """the same fields for a row that failed"""
     wanted: Callable[[dict], bool] = lambda row: True
+    """the rows the stage asks about; a finished row it no longer wants is dropped by a resumed run"""
+    derived: Callable[[dict], dict] = lambda row: {}
+    """fields worked out from an output row (its input and its answer), never asked of the model: e.g.
+    thoughts' ``correct``. Recomputed whenever a row is written, also when a resumed run refreshes a
+    finished row from a changed input (a corrected gold label) without asking again."""
     check: Callable[[dict, BaseModel], None] = lambda row, answer: None
     """a further check of a valid answer against its row; raises InvalidAnswer"""
     read: Callable[[str], object] | None = None
@@ -86,13 +91,14 @@ def thoughts(task: TaskSpec) -> Stage:
         example_answer=task.answer(example["thought_process"], example["label"]) if example else None)
 
     def result(row, answer):
-        label = getattr(answer, s.label_key)
-        gold = row.get("true_label")
-        return {s.thought_key: getattr(answer, s.thought_key), s.label_key: label,
-                "correct": None if gold is None else label == gold}
+        return {s.thought_key: getattr(answer, s.thought_key), s.label_key: getattr(answer, s.label_key)}
+
+    def derived(row):  # the gold label is not in the request: correcting it must not need a new answer
+        label, gold = row.get(s.label_key), row.get("true_label")
+        return {"correct": None if gold is None or label is None else label == gold}
 
     return Stage("thoughts", task, system, task.text, s.answer_model(), result,
-                 empty={s.thought_key: None, s.label_key: None, "correct": None})
+                 empty={s.thought_key: None, s.label_key: None, "correct": None}, derived=derived)
 
 
 def score(task: TaskSpec) -> Stage:
@@ -150,16 +156,18 @@ def _answered(row: dict, schema) -> bool:
     return isinstance(row.get(schema.thought_key), str) and schema.to_label(row.get(schema.label_key)) is not None
 
 
-def input_rows(stage: str, path: str | Path, task: TaskSpec, label_column: str = "label") -> list[dict]:
+def input_rows(stage: str, path: str | Path, task: TaskSpec, label_column: str = "label",
+               empty_labels: str = "error") -> list[dict]:
     """The rows a stage reads, validated, with a unique string ``id``.
 
-    ``thoughts`` reads task rows (CSV/JSONL: the task's fields, optional ``id`` and gold label, other
-    columns kept) and names the gold label ``true_label``; ``score`` and ``reflect`` read thoughts
-    rows (this project's or the seed format: the fields, the reasoning, the label, ``true_label``).
+    ``thoughts`` reads task rows by eval's rules (``harness_tasks.data_files``: the task's fields,
+    optional ``id`` and gold label, other columns kept; empty labels an error unless
+    ``empty_labels="skip"``) and names the gold label ``true_label``; ``score`` and ``reflect`` read
+    thoughts rows (this project's or the seed format: the fields, the reasoning, the label, ``true_label``).
     """
     if stage == "thoughts":
-        rows = load_task_rows(path, task.fields, task.schema.labels, label_column, keep_columns=True,
-                              to_label=task.schema.to_label)  # label names too (puzzle rows say "contradiction")
+        rows = load_task_rows(path, task.fields, task.schema, label_column, keep_columns=True,
+                              empty_labels=empty_labels)
         ids = Counter(row["id"] for row in rows)
         again = [i for i, n in ids.items() if n > 1]
         if again:
@@ -170,12 +178,12 @@ def input_rows(stage: str, path: str | Path, task: TaskSpec, label_column: str =
         return rows
     s = task.schema
     needed = (*task.fields, s.thought_key, s.label_key) + (("true_label",) if stage == "reflect" else ())
+    table = read_table(path)
+    check_header(table, ("id", *needed))
     rows, seen = [], {}
-    for lineno, row in read_rows(path):
-        missing = [c for c in ("id", *needed) if c not in row]
-        if missing:
-            raise DataFileError(f"{path}:{lineno}: missing column(s) {missing}; {stage} reads the output of "
-                                "`cotharness datagen thoughts`")
+    for lineno, row in table.rows:
+        require_columns(row, ("id", *needed), f"{path}:{lineno}",
+                        f"{stage} reads the output of `cotharness datagen thoughts`")
         key = str(row["id"])
         if key in seen:
             raise DataFileError(f"{path}:{lineno}: id {row['id']!r} again (first on line {seen[key]})")

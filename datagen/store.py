@@ -2,9 +2,11 @@
 
 Each finished row is appended as one line and flushed at once, so a killed run loses at most the
 rows in flight. A kill in the middle of a write leaves a torn last line: it is cut off (with a
-warning) the next time the file is opened. Later lines for an id supersede earlier ones (a retried
-failure, a redone row); :meth:`compact` rewrites the file with one line per id, atomically. A lock
-file stops two runs from writing the same output.
+warning) the next time the file is opened. A last line that is a whole JSON object and lacks only its
+newline (a file edited by hand, another tool's writer) is a row, not a torn one: it is kept and the
+newline added. Later lines for an id supersede earlier ones (a retried failure, a redone row);
+:meth:`compact` rewrites the file with one line per id, atomically. A lock file stops two runs from
+writing the same output.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from harness_tasks.data_files import DataFileError, read_rows
+from harness_tasks.data_files import DataFileError
 from harness_tasks.manifest import write_atomic
 
 
@@ -36,18 +38,46 @@ class JsonlStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.rows: dict[str, dict] = {}
-        self.torn = 0  # bytes of a torn last line cut off when opening
+        self.torn = 0  # bytes of a torn last line, cut off when opening
         self._lock = self._file = None
 
     def open(self) -> JsonlStore:
         """Lock the output, repair a torn tail, load every row; then rows can be appended."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = self._acquire(self.path.with_name(self.path.name + ".lock"))
-        if self.path.exists():
-            self._repair_tail()
-            self.rows = self.read(self.path)
+        try:
+            if self.path.exists():
+                self._repair(self._load())
+        except BaseException:
+            self.close()  # a file that is not ours (or not JSONL) leaves no lock behind
+            raise
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         return self
+
+    @classmethod
+    def peek(cls, path: str | Path) -> JsonlStore:
+        """The rows and torn tail that :meth:`open` would find in ``path``, read without locking or
+        changing it (a dry run must see what a real run would)."""
+        store = cls(path)
+        if store.path.exists():
+            store._load()
+        return store
+
+    def _load(self) -> bool:
+        """Read the rows, leaving out a torn tail (measured in ``torn``); True if the last row lacks
+        only its newline."""
+        data = self.path.read_bytes()
+        end, whole_but_newline = _intact(data)
+        self.torn, self.rows = len(data) - end, _parse(data[:end], self.path)
+        return whole_but_newline
+
+    def _repair(self, whole_but_newline: bool) -> None:
+        """Called after the rows were read, so that a file which is not an output stays as it was."""
+        if whole_but_newline:
+            with open(self.path, "ab") as f:
+                f.write(b"\n")
+        elif self.torn:
+            os.truncate(self.path, self.path.stat().st_size - self.torn)
 
     def _acquire(self, lock_path: Path):
         """An exclusive lock on ``lock_path``, which the holder removes when it closes."""
@@ -66,28 +96,20 @@ class JsonlStore:
                 pass
             lock.close()  # we locked a file its holder had just removed: lock the current one
 
-    def _repair_tail(self) -> None:
-        data = self.path.read_bytes()
-        cut = data.rfind(b"\n") + 1
-        if cut < len(data):
-            self.torn = len(data) - cut
-            with open(self.path, "r+b") as f:
-                f.truncate(cut)
-
     @staticmethod
     def read(path: str | Path) -> dict[str, dict]:
-        """id -> the latest row for it."""
-        rows = {}
-        for lineno, row in read_rows(path):
-            if "id" not in row:
-                raise DataFileError(f"{path}:{lineno}: a row without an 'id'; was the file written by another tool?")
-            rows[row_key(row)] = row
-        return rows
+        """id -> the latest row for it (a torn tail left out, as a run would leave it out)."""
+        return JsonlStore.peek(path).rows
 
     def append(self, row: dict) -> None:
         self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._file.flush()
         self.rows[row_key(row)] = row
+
+    def discard(self, keys: list[str]) -> None:
+        """Forget these rows; they leave the file at the next :meth:`compact`."""
+        for key in keys:
+            self.rows.pop(key, None)
 
     def compact(self, order: list[str]) -> None:
         """One line per id: ids in ``order`` first (the input's order), then any others."""
@@ -113,3 +135,39 @@ class JsonlStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _intact(data: bytes) -> tuple[int, bool]:
+    """(bytes of ``data`` that hold whole rows, whether the last of them lacks only its newline).
+
+    The text after the last newline is a torn write, unless it is a whole JSON object (kept) or blank.
+    """
+    cut = data.rfind(b"\n") + 1
+    tail = data[cut:]
+    if not tail.strip():
+        return len(data), False
+    try:
+        whole = isinstance(json.loads(tail), dict)
+    except ValueError:  # JSONDecodeError, or a multi-byte character cut in two
+        whole = False
+    return (len(data), True) if whole else (cut, False)
+
+
+def _parse(data: bytes, path: Path) -> dict[str, dict]:
+    """id -> the latest row, from JSONL bytes; a line that is not a row with an id is named."""
+    rows = {}
+    for lineno, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataFileError(f"{path}:{lineno}: invalid JSON ({err.msg}, column {err.colno})") from None
+        except UnicodeDecodeError:
+            raise DataFileError(f"{path}:{lineno}: not UTF-8 text") from None
+        if not isinstance(row, dict):
+            raise DataFileError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        if "id" not in row:
+            raise DataFileError(f"{path}:{lineno}: a row without an 'id'; was the file written by another tool?")
+        rows[row_key(row)] = row
+    return rows

@@ -12,6 +12,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 
 _SPACES = re.compile(r"[\s_\-]+")
+_INTEGRAL = re.compile(r"\s*[+-]?\d+\.0*\s*")
 
 
 def _norm(text: str) -> str:
@@ -53,16 +54,26 @@ class AnswerSchema:
         return (self.thought_key, *self.thought_key_aliases)
 
     def to_label(self, value) -> Hashable | None:
-        """A valid label for ``value``, or None. Exact ids and names only: never a guess."""
+        """A valid label for ``value``, or None. Exact ids and names only: never a guess.
+
+        The one label rule of the project: the parser, eval's task loaders, datagen and the trainer
+        all read labels through it. Ids (also as text, "1" or "1.0"), names and synonyms, in any case,
+        with ``_``/``-``/spaces alike and surrounding spaces, quotes or a full stop ignored."""
         if isinstance(value, bool) or value is None:
             return None  # true/false is not a label of ours
         if isinstance(value, float) and value.is_integer():
             value = int(value)
+        if isinstance(value, str) and _INTEGRAL.fullmatch(value):
+            value = int(float(value))  # "1.0": a label column a spreadsheet or pandas wrote as floats
         if isinstance(value, int):
             return value if value in self.labels else self._lookup.get(str(value))
         if isinstance(value, str) and len(value) <= 64:
             return self._lookup.get(_norm(value))
         return None
+
+    def spellings(self) -> str:
+        """The labels as a reader accepts them, for messages: ``1 = entailment, 0 = no entailment``."""
+        return ", ".join(f"{label} = {name}" if str(label) != name else name for label, name in self.labels.items())
 
     def name(self, label) -> str:
         return self.labels.get(label, "unparsed") if label is not None else "unparsed"

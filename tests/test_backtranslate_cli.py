@@ -104,7 +104,8 @@ def test_augment_on_a_server_reasks_degenerate_instructions(key, tmp_path):
         result = cli("datagen", "backtranslate", "augment", "--input", src, "--out", "pairs.jsonl",
                      "--response-column", "text", "--model", "backward-8b", "--server-url", server.url,
                      "--config", "mine.yaml", "--seed", 5, "--concurrency", 2)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # r5 failed: written, reported last, exit 1
+    assert result.output.rstrip().endswith("1 row(s) failed: rerun with --retry-failed to try them again")
     task, rows = get_task("backward"), read(tmp_path / "pairs.jsonl")
     by_text = {}
     for body in bodies:  # exactly the backward prompt as the only message; settings from file, flag, defaults
@@ -163,7 +164,8 @@ def test_curate_keeps_pairs_at_the_threshold_and_records_every_score(key, tmp_pa
         assert result.exit_code == 0 and "15 request(s) to send" in result.output and not bodies
         assert not list(tmp_path.glob("curated*"))
         result = cli(*args, "--threshold", 4)
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 1, result.output  # "never" is unscored: the curated file is written all the same
+        assert result.output.rstrip().endswith("1 row(s) failed: rerun with --retry-failed to try them again")
         requests = server.stats()["requests"]
         assert requests == len(rows) - 1 + 1 + 2  # all but noinst; one re-prompt for late, two for never
 
@@ -204,7 +206,8 @@ def test_curate_keeps_pairs_at_the_threshold_and_records_every_score(key, tmp_pa
 
         # another threshold: the same scores re-filtered, the judge not asked again
         result = cli(*args, "--threshold", 3)
-        assert result.exit_code == 0 and server.stats()["requests"] == requests
+        assert result.exit_code == 1 and server.stats()["requests"] == requests  # "never" is still unscored
+        assert "1 row(s) failed, 1 of them in an earlier run: rerun with --retry-failed" in result.output
         assert len(read(tmp_path / "curated.jsonl")) == 11
         assert json.loads((tmp_path / "curated.manifest.json").read_text())["threshold"] == 3
         result = cli(*args, "--threshold", 5)

@@ -1,6 +1,7 @@
 """cotharness compare on real lm-eval output files from scripted models."""
 
 import json
+import shutil
 
 import pytest
 from scipy.stats import chi2
@@ -16,8 +17,16 @@ def answer(label):
     return json.dumps({"thought_process": "Step 1: ...", "predicted_label": label})
 
 
+def point_at(run_dir, model_args):
+    """The run's recorded --model_args, as lm-eval writes them for a model loaded by name."""
+    (path,) = run_dir.rglob("results_*.json")
+    results = json.loads(path.read_text())
+    results["config"]["model_args"] = model_args
+    path.write_text(json.dumps(results))
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tiny_model):
     d = tmp_path_factory.mktemp("compare")
     data = write_jsonl(d / "test.jsonl", [{"id": i, "premise": f"p{i}", "hypothesis": f"h{i}", "label": i % 2}
                                           for i in range(N)])
@@ -30,10 +39,13 @@ def runs(tmp_path_factory):
     tuned_dir = evaluate_to_dir(ScriptedLM(generate=tuned), ["nli_cot"], data, d / "tuned")
     other = write_jsonl(d / "other.jsonl", [{"premise": "x", "hypothesis": "h1", "label": 1}] * N)
     different = evaluate_to_dir(ScriptedLM(generate=tuned), ["nli_cot"], other, d / "different")
+    # the tokens of the answers are counted with the first run's tokenizer: a local one here, recorded
+    # as `simple_evaluate(model_args="pretrained=...")` records it (a string)
+    point_at(base, f"pretrained={tiny_model}")
     return base, tuned_dir, different
 
 
-def test_report(runs, tmp_path):
+def test_report(runs, tiny_model, tmp_path):
     from cotharness.compare import compare
 
     out = tmp_path / "report"
@@ -51,7 +63,13 @@ def test_report(runs, tmp_path):
     assert conf["tuned"]["confusion"]["labels"] == ["entailment", "no entailment"]
     assert conf["tuned"]["confusion"]["matrix"] == [[18, 2], [2, 18]]
     assert conf["base"]["confusion"]["matrix"] == [[0, 0, 20], [0, 0, 20]]  # all unparsed
-    assert conf["tuned"]["mean_generated_tokens"] is None or conf["tuned"]["mean_generated_tokens"] > 0
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    answers = [json.loads(line)["resps"][0][0] for line in next(runs[1].rglob("samples_*.jsonl")).open()]
+    expected = sum(len(tok(a, add_special_tokens=False).input_ids) for a in answers) / len(answers)
+    assert expected > 10 and conf["tuned"]["mean_generated_tokens"] == pytest.approx(expected)
+    assert conf["tuned"]["generated_tokens_counted_by"] == f"tokenizer of {tiny_model}"
     for name in ("summary.md", "summary.csv", "confusion_nli_cot.png", "bars_nli_cot.png"):
         assert (out / name).stat().st_size > 0
     assert (out / "bars_nli_cot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -86,3 +104,43 @@ def test_cli(runs, tmp_path):
     result = CliRunner().invoke(app, ["compare", str(runs[0]), str(runs[1]), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert "acc" in result.output and (tmp_path / "r" / "summary.md").is_file()
+
+
+def test_no_local_tokenizer_means_no_counts(runs, tmp_path):
+    """A hub id offline (or a folder without a tokenizer): no token counts, not an error."""
+    from cotharness.compare import compare
+
+    base = shutil.copytree(runs[0], tmp_path / "base")
+    point_at(base, {"pretrained": "some-org/not-downloaded-7b"})
+    report = compare([base, runs[1]], tmp_path / "r", names=["base", "tuned"])
+    assert report["tasks"]["nli_cot"]["models"]["tuned"]["mean_generated_tokens"] is None
+
+
+def test_a_tokenizer_bug_is_not_swallowed(runs, tmp_path, monkeypatch):
+    """Only "no local tokenizer" means no counts; anything else is a bug and raises."""
+    import transformers
+
+    from cotharness.compare import compare
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the tokenizer")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", broken)
+    with pytest.raises(RuntimeError, match="a bug in the tokenizer"):
+        compare(list(runs[:2]), tmp_path / "r")
+
+
+def test_piped_table_keeps_every_column(runs, tmp_path):
+    """Piped into a narrow pipe (COLUMNS=60), no column is dropped and no cell cut with an ellipsis."""
+    from cotharness.cli import app
+
+    names = "the-base-model-with-a-long-name,the-fine-tuned-adapter-with-a-long-name"
+    result = CliRunner().invoke(app, ["compare", str(runs[0]), str(runs[1]), "--names", names,
+                                      "--out", str(tmp_path / "r")], env={"COLUMNS": "60"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    header = next(line for line in result.output.splitlines() if "metric" in line)
+    for column in ("task", "model", "metric", "value %", "95% CI", "Δ vs base", "McNemar p"):
+        assert column in header
+    rows = [line for line in result.output.splitlines() if "the-fine-tuned-adapter-with-a-long-name" in line]
+    assert any("acc_no_entailment" in line and "[" in line for line in rows)

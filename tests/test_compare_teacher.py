@@ -149,16 +149,20 @@ def test_gold_disagreement(runs, tmp_path):
 
 
 def test_partial_teacher_file(runs, tmp_path):
+    """A file lacking documents of the reference run: refused, or compared on the shared ones."""
     from cotharness.compare import compare
 
     part = list(range(5, 17))
     teacher = write_teacher(tmp_path / "part.jsonl", teacher_rows(part))
-    report = compare([runs[0], teacher], tmp_path / "r", names=["base", "teacher"])
+    with pytest.raises(ValueError, match=r"different documents \(base 20, teacher 12 \(part.jsonl\); 12 in all"):
+        compare([runs[0], teacher], tmp_path / "x", names=["base", "teacher"])
+    report = compare([runs[0], teacher], tmp_path / "r", names=["base", "teacher"], intersect=True)
     rows = rows_of(tmp_path / "r")
     assert rows[("base", "acc")]["n"] == rows[("teacher", "acc")]["n"] == len(part)
     assert rows[("base", "acc")]["value"] == pytest.approx(sum(correct(BASE, part)) / len(part))
     assert rows[("teacher", "acc")]["value"] == pytest.approx(sum(correct(TEACHER, part)) / len(part))
-    assert len(report["notes"]) == 1 and f"lacks {N - len(part)} of the {N}" in report["notes"][0]
+    assert report["notes"] == [f"nli_cot: compared on the {len(part)} documents all runs share; base lost "
+                               f"{N - len(part)} of its {N}, teacher lost 0 of its {len(part)}"]
 
 
 def test_seed_format_without_manifest(runs, tmp_path):
@@ -177,10 +181,12 @@ def test_cli(runs, tmp_path):
 
     base, tuned, _ = runs
     teacher = write_teacher(tmp_path / "part.jsonl", teacher_rows(range(10)))
-    result = CliRunner().invoke(app, ["compare", str(teacher), str(base), str(tuned), "--out", str(tmp_path / "r"),
-                                      "--names", "mistral,base,tuned"])
+    args = ["compare", str(teacher), str(base), str(tuned), "--out", str(tmp_path / "r"), "--names", "mistral,base,tuned"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "error: nli_cot: the runs evaluated different documents" in result.output
+    result = CliRunner().invoke(app, [*args, "--intersect"])
     assert result.exit_code == 0, result.output
-    assert "mistral" in result.output and "acc" in result.output and "lacks 10 of the 20" in result.output
+    assert "mistral" in result.output and "acc" in result.output and "base lost 10 of its 20" in result.output
     assert "| mistral |" in (tmp_path / "r" / "summary.md").read_text()
 
 

@@ -56,7 +56,9 @@ def test_thoughts_survive_faults_and_every_row_is_there_once(key, tmp_path):
         result = thoughts(server, inp, out, "--concurrency", 4)
         stats = server.stats()
         assert key in "".join(f"{h}" for h in server.auth_headers)  # the key was sent ...
-    assert result.exit_code == 0, result.output
+    # 6 rows never got a valid answer: everything is written, then the run says so last and exits 1
+    assert result.exit_code == 1, result.output
+    assert result.output.rstrip().endswith("6 row(s) failed: rerun with --retry-failed to try them again")
     done = read(out)
     assert [r["id"] for r in done] == [r["id"] for r in rows]  # every row once, in input order
     for row, src in zip(done, rows, strict=True):
@@ -125,8 +127,9 @@ def test_retry_failed_asks_again_only_for_failed_rows(key, tmp_path):
         before = server.stats()["requests"]
         result = thoughts(server, inp, out, "--max-reprompts", 0)
         assert server.stats()["requests"] == before and "--retry-failed" in result.output
-        thoughts(server, inp, out, "--max-reprompts", 0, "--retry-failed")
-        assert server.stats()["requests"] == before + 1
+        assert result.exit_code == 1  # the output still has a failed row
+        result = thoughts(server, inp, out, "--max-reprompts", 0, "--retry-failed")
+        assert server.stats()["requests"] == before + 1 and result.exit_code == 1  # and failed again
 
 
 def test_bad_key_and_missing_key_stop_with_one_line(key, tmp_path, monkeypatch):
@@ -305,7 +308,7 @@ def test_requests_that_cannot_succeed(key, tmp_path):
     with LoopbackServer(respond) as server:
         result = thoughts(server, inp, tmp_path / "t.jsonl")
         assert server.stats()["by_status"] == {200: 5, 400: 1}
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # a failed row
     failed = [r for r in read(tmp_path / "t.jsonl") if r["meta"]["thoughts"]["status"] == "failed"]
     assert [r["id"] for r in failed] == ["r2"] and failed[0]["meta"]["thoughts"]["error"].startswith("HTTP 400")
 

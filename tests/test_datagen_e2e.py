@@ -19,9 +19,9 @@ from fake_teacher import respond
 from loopback_server import LoopbackServer
 
 
-def invoke(*args):
+def invoke(*args, exit_code=0):
     result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     return result
 
 
@@ -65,7 +65,9 @@ def test_local_model_backend_records_every_row(tmp_path, tiny_model, monkeypatch
     monkeypatch.chdir(tmp_path)
     inp = write_jsonl(tmp_path / "pairs.jsonl", [{"premise": f"A{i} sat.", "hypothesis": "A sat."} for i in range(3)])
     result = invoke("datagen", "thoughts", "--input", inp, "--out", "t.jsonl", "--backend", "hf", "--model",
-                    tiny_model, "--max-tokens", 12, "--max-reprompts", 1, "--concurrency", 3)
+                    tiny_model, "--max-tokens", 12, "--max-reprompts", 1, "--concurrency", 3,
+                    exit_code=1)  # every row failed: the run says so and exits 1
+    assert result.output.rstrip().endswith("3 row(s) failed: rerun with --retry-failed to try them again")
     rows = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["0", "1", "2"]
     for r in rows:

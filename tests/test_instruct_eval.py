@@ -332,7 +332,7 @@ def test_compare_base_vs_tuned(runs, tmp_path):
     assert (out / "bars_instruct_judged.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (out / "confusion_instruct_judged.png").exists()
     header = (out / "summary.csv").read_text().splitlines()[0]
-    assert header == "model,task,metric,value,ci_low,ci_high,delta_vs_base,mcnemar_p,wilcoxon_p,n,unit"
+    assert header == "model,task,metric,value,ci_low,ci_high,delta_vs_base,mcnemar_p,wilcoxon_p,n,unit,ci_method"
     result = CliRunner().invoke(app, ["compare", str(d / "base"), str(d / "tuned"), "--out", str(tmp_path / "r")],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output

@@ -66,14 +66,16 @@ def test_local_files_with_label_names_and_ids(tmp_path):
         {"premise": "P3", "hypothesis": "H3", "label": "ambiguity"},  # the source dataset's spelling
         {"premise": "P4", "hypothesis": "H4", "label": 2},
         {"premise": "P5", "hypothesis": "H5", "label": "0"},
-        {"premise": "P6", "hypothesis": "H6"},  # no gold: predictions only
+        {"premise": "P6", "hypothesis": "H6"},  # no gold in a labelled file: refused unless skipped
     ])
-    three = utils.load_3way(test_file=str(jsonl))["test"]
-    assert three["label"] == [1, 0, 2, 2, 0, None]
-    assert three["family"] == ["zebra", None, None, None, None, None] and three["id"] == [str(i) for i in range(6)]
-    with pytest.raises(DataFileError, match=r"mixed.jsonl:4: label=2 is not a label of this task; use one of "
-                                            r"1 \(entailment\), 0 \(not entailment\)"):
-        utils.load(test_file=str(jsonl))  # 2 is a 3-way id only
+    with pytest.raises(DataFileError, match=r"mixed.jsonl: 1 of 6 rows have an empty 'label' \(first on line 6\)"):
+        utils.load_3way(test_file=str(jsonl))
+    three = utils.load_3way(test_file=str(jsonl), empty_labels="skip")["test"]
+    assert three["label"] == [1, 0, 2, 2, 0]
+    assert three["family"] == ["zebra", None, None, None, None] and three["id"] == [str(i) for i in range(5)]
+    with pytest.raises(DataFileError, match=r"mixed.jsonl:4: label=2 is not one of \[1, 0\] "
+                                            r"\(1 = entailment, 0 = not entailment"):
+        utils.load(test_file=str(jsonl), empty_labels="skip")  # 2 is a 3-way id only
     csv = tmp_path / "seed.csv"  # the original release's column names
     csv.write_text("puzzle_text,question,answer,puzzle_type\n\"A, B and C ran.\",A won.,not entailed,comparison\n"
                    "X.,Y.,1,zebra\nX.,Z.,ambiguous,zebra\n", encoding="utf-8")
@@ -84,10 +86,10 @@ def test_local_files_with_label_names_and_ids(tmp_path):
 
 @pytest.mark.parametrize("content,suffix,message", [
     ('{"premise": "A", "hypothesis": "B", "label": "entailment"}\n{"premise": "A", "hypothesis": "B", '
-     '"label": "maybe"}\n', ".jsonl", ":2: label='maybe' is not a label of this task"),
+     '"label": "maybe"}\n', ".jsonl", ":2: label='maybe' is not one of [1, 0, 2]"),
     ('{"premise": "A", "hypothesis": "B", "label": "not entailment"}\n', ".jsonl",
-     ":1: label='not entailment' is not a label of this task; use one of 1 (entailment), 0 (contradiction), "
-     "2 (ambiguous)"),
+     ":1: label='not entailment' is not one of [1, 0, 2] (1 = entailment, 0 = contradiction, "
+     "2 = ambiguous; ids or names, any case)"),
     ('{"context": "A", "label": 1}\n', ".jsonl",
      ":1: missing column(s) 'hypothesis' (or question, sentence2, statement); found ['context', 'label']"),
     ("premise,hypothesis,label\nA,,1\n", ".csv", ":2: column 'hypothesis' is empty"),
@@ -123,16 +125,22 @@ def test_dataset_directory_through_datasets(tmp_path, local_cache):
     parquet_dir = tmp_path / "parquet_ds"
     parquet_dir.mkdir()
     datasets.Dataset.from_dict(data, features=features).to_parquet(str(parquet_dir / "test.parquet"))
-    three = utils.load_3way(dataset=str(parquet_dir))["test"]
-    assert three["label"] == [2, 0, 1, None]
-    assert three["family"] == ["zebra", "knights_knaves", "comparison", "comparison"]
-    assert utils.load(dataset=str(parquet_dir))["test"]["label"] == [0, 0, 1, None]
+    with pytest.raises(DataFileError, match=r"\(split 'test'\): 1 of 4 rows have an empty 'answer' \(first on row 4\)"):
+        utils.load_3way(dataset=str(parquet_dir))  # -1: datasets' "no label", among labelled rows
+    three = utils.load_3way(dataset=str(parquet_dir), empty_labels="skip")["test"]
+    assert three["label"] == [2, 0, 1] and three["id"] == ["0", "1", "2"]
+    assert three["family"] == ["zebra", "knights_knaves", "comparison"]
+    assert utils.load(dataset=str(parquet_dir), empty_labels="skip")["test"]["label"] == [0, 0, 1]
     saved = tmp_path / "saved"  # save_to_disk output: load_from_disk
     datasets.Dataset.from_dict(data, features=features).save_to_disk(str(saved))
-    assert utils.load_3way(dataset=str(saved))["test"]["premise"] == ["P0", "P1", "P2", "P3"]
+    assert utils.load_3way(dataset=str(saved), empty_labels="skip")["test"]["premise"] == ["P0", "P1", "P2"]
+    hidden = tmp_path / "hidden"  # a test split with every label -1 (datasets' "no label"): predictions only
+    datasets.Dataset.from_dict({**data, "answer": [-1] * 4}, features=features).save_to_disk(str(hidden))
+    assert utils.load_3way(dataset=str(hidden))["test"]["label"] == [None] * 4
     datasets.DatasetDict({"validation": datasets.Dataset.from_dict(data, features=features)}).save_to_disk(
         str(tmp_path / "saved_dict"))
-    assert utils.load_3way(dataset=str(tmp_path / "saved_dict"), split="validation")["test"]["label"] == [2, 0, 1, None]
+    assert utils.load_3way(dataset=str(tmp_path / "saved_dict"), split="validation",
+                           empty_labels="skip")["test"]["label"] == [2, 0, 1]
 
 
 def test_dataset_errors_name_dataset_split_and_row(tmp_path, local_cache):
@@ -143,7 +151,7 @@ def test_dataset_errors_name_dataset_split_and_row(tmp_path, local_cache):
     datasets.Dataset.from_dict({"premise": ["A", "B"], "hypothesis": ["C", "D"], "label": [0, 1]},
                                features=features).to_parquet(str(bad / "test.parquet"))
     with pytest.raises(DataFileError, match=rf"dataset '{re.escape(str(bad))}' \(split 'test'\) row 2: "
-                                            r"label='maybe' is not a label of this task"):
+                                            r"label='maybe' is not one of \[1, 0\]"):
         utils.load(dataset=str(bad))
     with pytest.raises(DataFileError, match=r"\(split 'validation'\): cannot be loaded: .*Unknown split"):
         utils.load(dataset=str(bad), split="validation")

@@ -54,7 +54,8 @@ def test_metadata_kwargs_are_ignored():
     ("premise,hypothesis\nA,,\n", ".csv", ":2: more cells than the header"),
     ("premise,hypothesis\nA,\n", ".csv", ":2: column 'hypothesis' is empty"),
     ("premise,hypothesis\n", ".csv", ": no rows"),
-    ("a\tb\n", ".tsv", "unsupported file type '.tsv'"),
+    ("a\tb\n", ".xlsx", "unsupported file type '.xlsx' (use .csv, .tsv, .jsonl or .parquet; from a spreadsheet, "
+                        "save as CSV UTF-8)"),
 ])
 def test_bad_files_name_file_and_line(tmp_path, content, suffix, message):
     path = tmp_path / f"data{suffix}"

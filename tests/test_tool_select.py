@@ -167,17 +167,20 @@ def test_bad_tools_file_on_the_command_line_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("line,message", [
     ({"id": "x", "query": "Hi", "tool": "fax"}, "rows.jsonl:2: tool='fax' is not one of the row's tools"),
-    ({"query": ""}, "rows.jsonl:2: column 'query' is missing, empty or not text"),
-    ({"query": "Hi", "parameters": {}}, "rows.jsonl:2: gold 'parameters' without a gold 'tool'"),
+    ({"query": "", "tool": "direct_chat"}, "rows.jsonl:2: column 'query' is missing, empty or not text"),
+    ({"query": "Hi", "parameters": {}}, "rows.jsonl: 1 of 2 rows have an empty 'tool' (first on line 2)"),
     ({"query": "Weather?", "tool": "web_search", "parameters": {"recency": "day"}},
      "rows.jsonl:2: gold parameters do not satisfy web_search's schema: parameters: 'query' is a required property"),
-    ({"query": "Hi", "tools": [{"name": "a", "description": "x", "parameters": {"type": "object"}}]},
+    ({"query": "Hi", "tool": "direct_chat",
+      "tools": [{"name": "a", "description": "x", "parameters": {"type": "object"}}]},
      "rows.jsonl:2: tools: List should have at least 2 items"),
-    ({"query": "Hi", "tools": "[{"}, "rows.jsonl:2: 'tools' is not valid JSON"),
-    ({"query": "Hi", "ambiguous": "maybe"}, "rows.jsonl:2: 'ambiguous' must be true or false"),
+    ({"query": "Hi", "tool": "direct_chat", "tools": "[{"}, "rows.jsonl:2: 'tools' is not valid JSON"),
+    ({"query": "Hi", "tool": "direct_chat", "ambiguous": "maybe"}, "rows.jsonl:2: 'ambiguous' must be true or false"),
+    ({"query": "Hi", "Tool": "direct_chat"}, "rows.jsonl:2: column 'Tool': did you mean 'tool'?"),
 ])
 def test_evaluation_rows_errors_name_file_and_line(tmp_path, line, message):
-    path = write_jsonl(tmp_path / "rows.jsonl", [{"query": "Good morning!", "tool": "direct_chat"}, line])
+    first = {"query": "Good morning!"} if "Tool" in line else {"query": "Good morning!", "tool": "direct_chat"}
+    path = write_jsonl(tmp_path / "rows.jsonl", [first, line])
     with pytest.raises(DataFileError) as err:
         utils.read_docs(path)
     assert str(err.value).startswith(str(tmp_path)) and message in str(err.value), str(err.value)
@@ -188,12 +191,18 @@ def test_csv_rows_tools_file_and_unlabelled_rows(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_text('query,tool,parameters,tools\n"What is 3 times 4?",code_execution,"{""code"": ""print(3 * 4)""}",'
                     + '"' + json.dumps(specs).replace('"', '""') + '"\nGood morning!,,,\n', encoding="utf-8")
-    docs = utils.read_docs(path)
-    assert docs[0]["label"] == "code_execution" and json.loads(docs[0]["parameters"]) == {"code": "print(3 * 4)"}
-    assert docs[1]["label"] is None and docs[1]["parameters"] is None and json.loads(docs[1]["tools"]) == specs
+    with pytest.raises(DataFileError, match=r"rows.csv: 1 of 2 rows have an empty 'tool' \(first on line 3\)"):
+        utils.read_docs(path)  # a labelled file with a blank gold tool: refused, never scored on fewer rows
+    docs = utils.read_docs(path, empty_labels="skip")
+    assert len(docs) == 1 and docs[0]["label"] == "code_execution"
+    assert json.loads(docs[0]["parameters"]) == {"code": "print(3 * 4)"}
     assert utils.doc_to_text(docs[0]) == get_task("tool_select").prompt({"query": "What is 3 times 4?"})
+    unlabelled = tmp_path / "hidden.csv"  # no tool column at all: predictions only, the bundled tools
+    unlabelled.write_text("query\nGood morning!\n", encoding="utf-8")
+    (doc,) = utils.read_docs(unlabelled)
+    assert doc["label"] is None and doc["parameters"] is None and json.loads(doc["tools"]) == specs
     with pytest.raises(DataFileError, match="no such tools file"):
-        utils.read_docs(tmp_path / "rows.csv", tools_file=tmp_path / "none.yaml")
+        utils.read_docs(unlabelled, tools_file=tmp_path / "none.yaml")
 
 
 def test_prompt_shows_each_tool_and_the_answer_reads_back():

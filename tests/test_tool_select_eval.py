@@ -47,8 +47,6 @@ CASES = [
     ({"query": "Find recent reviews of the Steam Deck.", "tool": "web_search",
       "parameters": {"query": "Steam Deck reviews", "recency": "month", "max_results": 5}},
      call("web_search", {"query": "  steam deck REVIEWS ", "recency": "week"}), (1, 1, 1)),  # case, spaces
-    ({"query": 'Translate "good luck" into French.'},  # unlabelled: validity against the chosen tool only
-     call("web_search", {"query": "good luck in French"}), (None, 1, None)),
     ({"query": "Thanks, that was really helpful.", "tool": "direct_chat"},  # no gold parameters
      call("direct_chat", {}), (1, 1, None)),
     ({"query": "Convert 250 US dollars to euros.", "tool": "web_search",
@@ -66,9 +64,9 @@ def test_metric_arithmetic_with_scripted_answers(tmp_path):
     res = {k.split(",")[0]: v for k, v in out["results"]["tool_select"].items() if k.endswith(",cot_json")
            and "_stderr" not in k}
     assert set(res) == METRICS
-    assert res["acc"] == pytest.approx(6 / 8)  # 8 labelled documents
-    assert res["parse_fail"] == pytest.approx(1 / 9)
-    assert res["params_valid"] == pytest.approx(4 / 9)  # every document
+    assert res["acc"] == pytest.approx(6 / 8)
+    assert res["parse_fail"] == pytest.approx(1 / 8)
+    assert res["params_valid"] == pytest.approx(3 / 8)  # every document
     assert res["params_required_match"] == pytest.approx(3 / 7)  # the 7 with gold parameters
     # per tool F1: rag 3 right of 3 predicted / 3 gold = 1; web 2 of 2 / 3 = 0.8; code 0; direct 1 of 2 / 1 = 2/3
     assert res["f1_macro"] == pytest.approx((1 + 0.8 + 0 + 2 / 3) / 4)
@@ -80,6 +78,15 @@ def test_metric_arithmetic_with_scripted_answers(tmp_path):
     assert wrong["doc"]["label"] == "code_execution"
     assert json.loads(wrong["filtered_resps"][0])["label"] == "direct_chat"
     assert tuple(wrong["f1_macro"]) == ("code_execution", "direct_chat")
+
+
+def test_unlabelled_rows_score_validity_only(tmp_path):
+    """A file without a tool column (a labelled file may not have blank gold tools): no accuracy, and
+    parameters are checked against the tool the model chose."""
+    path = write_jsonl(tmp_path / "hidden.jsonl", [{"query": 'Translate "good luck" into French.'}])
+    lm = ScriptedLM(generate=lambda prompt: call("web_search", {"query": "good luck in French"}))
+    (sample,) = evaluate(lm, ["tool_select"], path)["samples"]["tool_select"]
+    assert (sample.get("acc"), sample["params_valid"], sample["params_required_match"]) == (None, 1, None)
 
 
 def test_training_prompt_is_the_evaluation_prompt(tmp_path):

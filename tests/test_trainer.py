@@ -160,6 +160,19 @@ def test_bad_training_rows(tiny_model, tmp_path):
         prepare(cfg)
 
 
+def test_empty_labels_are_refused_or_skipped_by_the_config(tiny_model, tmp_path):
+    rows = [{"premise": f"A{i}", "hypothesis": "B", "thought_process": "t", "label": i % 2} for i in range(4)]
+    rows[1]["label"] = ""
+    data = write_jsonl(tmp_path / "holes.jsonl", rows)
+    overrides = {"output_dir": str(tmp_path / "r"), "model": {"base_model": str(tiny_model)},
+                 "data": {"train_file": str(data), "eval_file": None}}
+    with pytest.raises(DataFileError, match=r"holes.jsonl: 1 of 4 rows have an empty 'label' \(first on line 2\)"):
+        prepare(load_config(DEMO, overrides))
+    overrides["data"]["empty_labels"] = "skip"
+    run = prepare(load_config(DEMO, overrides))
+    assert len(run.trainer.train_dataset) == 3
+
+
 def _train_cmd(tiny_model, sft_files, out, *extra, launcher=(BIN / "cotharness", "train")):
     return [*map(str, launcher), "--config", str(DEMO), "--base-model", str(tiny_model),
             "--train-file", str(sft_files[0]), "--eval-file", str(sft_files[1]), "--output-dir", str(out),

@@ -17,7 +17,8 @@ def train(
     output_dir: Annotated[Path | None, typer.Option(help="Run directory (adapter, run.json, model card).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the newest complete checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue from the newest complete checkpoint (a finished run: only "
+                                              "to a raised --max-steps or number of epochs).")] = False,
     estimate_memory: Annotated[bool, typer.Option(help="Only estimate GPU memory for this config.")] = False,
 ):
     """QLoRA fine-tuning with TRL's SFTTrainer (also: accelerate launch -m trainer ...)."""

@@ -54,6 +54,8 @@ class DataSection(Section):
     label_column: str = "label"
     thought_column: str = "thought_process"
     """these two: tasks with an answer schema; a free-text task (``TaskSpec.target``) trains on its target"""
+    empty_labels: Literal["error", "skip"] = "error"
+    """rows with an empty label: an error naming the count and first line, or left out (counted aloud)"""
     max_length: int = Field(1024, gt=0)
     """tokens of prompt + answer + EOS; longer rows are dropped or fail, never cut (that would cut EOS)"""
     overlong: Literal["drop", "fail"] = "drop"

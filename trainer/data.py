@@ -12,31 +12,48 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness_tasks.data_files import DataFileError, read_rows
+from harness_tasks.data_files import (
+    DataFileError,
+    check_header,
+    label_of,
+    labelled_rows,
+    read_table,
+    require_columns,
+)
 from harness_tasks.tasks import TaskSpec
 
 
 def sft_rows(path: str | Path, task: TaskSpec, eos_token: str, label_column: str = "label",
-             thought_column: str = "thought_process") -> list[dict]:
-    """``[{"prompt", "completion"}]`` from a CSV/JSONL of task rows with a thought and a gold label, or,
-    for a free-text task (``task.target``), with the fields its target is made of."""
+             thought_column: str = "thought_process", empty_labels: str = "error") -> list[dict]:
+    """``[{"prompt", "completion"}]`` from a data file of task rows with a thought and a gold label, or,
+    for a free-text task (``task.target``), with the fields its target is made of.
+
+    Read by eval's rules (``harness_tasks.data_files``): exact headers, labels by the task's schema,
+    empty labels an error unless ``empty_labels="skip"``."""
     path = Path(path)
+    table = read_table(path)
+    if task.target is not None:
+        check_header(table, (*task.fields, "id"))
+        rows = table.rows
+    else:
+        check_header(table, (*task.fields, thought_column, label_column, "id"))
+        labelled = label_column in table.columns  # else: the missing column is named per row below
+        rows = labelled_rows(table.rows, label_column, str(path), empty_labels) if labelled else table.rows
     out = []
-    for lineno, row in read_rows(path):
+    for lineno, row in rows:
         where = f"{path}:{lineno}"
         if task.target is not None:
             out.append({"prompt": _prompt(task, row, where), "completion": _target(task, row, where) + eos_token})
             continue
-        missing = [c for c in (*task.fields, thought_column, label_column) if c not in row]
-        if missing:
-            raise DataFileError(f"{where}: missing column(s) {missing}; found {sorted(row)}")
+        require_columns(row, (*task.fields, thought_column, label_column), where)
+        for c in task.fields:  # as eval refuses them: an empty premise teaches nothing
+            if not isinstance(row[c], str) or not row[c].strip():
+                raise DataFileError(f"{where}: column {c!r} is empty or not text")
         schema = task.schema_of(row)  # e.g. the tools a tool_select row lists
-        thought, label = row[thought_column], schema.to_label(row[label_column])
+        thought = row[thought_column]
         if not isinstance(thought, str) or not thought.strip():
             raise DataFileError(f"{where}: {thought_column!r} is empty")
-        if label is None:
-            raise DataFileError(f"{where}: {label_column}={row[label_column]!r} is not one of "
-                                f"{list(schema.labels)}")
+        label = label_of(row[label_column], schema, where, label_column)
         extra = {k: row[k] for k in schema.extra_keys if k in row}  # e.g. a tool call's parameters
         out.append({"prompt": task.prompt(row),
                     "completion": task.answer(thought, label, schema=schema, **extra) + eos_token})

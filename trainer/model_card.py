@@ -76,6 +76,11 @@ lm_eval --include_path harness_tasks --tasks {tasks} --model hf \\
 ```"""
 
 
+def _steps(record: dict) -> str:
+    step, target = record.get("global_step"), record.get("max_steps")
+    return f"{step} of {target} (stopped early)" if step is not None and target and step < target else str(step)
+
+
 def render(record: dict) -> str:
     cfg = record["config"]
     name = Path(cfg["output_dir"]).name
@@ -106,7 +111,7 @@ the same text at training and evaluation.
 ## Results
 
 {evals}
-- steps: {record.get('global_step')}, training time {record.get('train_seconds')} s
+- steps: {_steps(record)}, training time {record.get('train_seconds')} s
 - best checkpoint: {record.get('best_checkpoint') or 'n/a'}
 - task metrics: run the command above (lm-eval writes them under `results/{name}/`)
 

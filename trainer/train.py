@@ -37,8 +37,6 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 def _check_output_dir(output_dir: Path, resume: bool) -> Path | None:
     checkpoint = latest_checkpoint(output_dir) if output_dir.is_dir() else None
     if resume:
-        if checkpoint is None:
-            console.print(f"[yellow]--resume: no complete checkpoint in {output_dir}; starting from scratch")
         return checkpoint
     if checkpoint is not None or (output_dir / RUN_FILE).is_file():
         raise FileExistsError(f"{output_dir} already holds a run; pass --resume to continue it, "
@@ -105,7 +103,8 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> Prepared:
     for split, path in (("train", cfg.data.train_file), ("eval", cfg.data.eval_file)):
         if not path:
             continue
-        rows = sft_rows(path, task, tokenizer.eos_token, cfg.data.label_column, cfg.data.thought_column)
+        rows = sft_rows(path, task, tokenizer.eos_token, cfg.data.label_column, cfg.data.thought_column,
+                        cfg.data.empty_labels)
         report = check_lengths(rows, tokenizer, cfg.data.max_length, path)
         splits[split] = Dataset.from_list(apply_length_policy(rows, report, cfg.data.overlong))
         reports.append(report)
@@ -136,25 +135,103 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> Prepared:
     return Prepared(trainer, checkpoint, reports, has_eval, cfg, {k: cfg.training[k] for k in MACHINE_CHOSEN})
 
 
+def _trainer_state(checkpoint: Path | None) -> dict:
+    return json.loads((checkpoint / "trainer_state.json").read_text()) if checkpoint else {}
+
+
+def _target_steps(trainer) -> int:
+    """The optimizer steps this configuration trains to: max_steps, or the epochs counted by the Trainer."""
+    return trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1]
+
+
+def _previous_run(output_dir: Path) -> dict:
+    path = output_dir / RUN_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _nothing_to_train(record: dict, output_dir: Path, checkpoint: Path | None, target: int) -> str | None:
+    """Why a complete run has nothing left to train for ``target`` steps; None to train on.
+
+    A complete run ends where its config's limit or early stopping ended it: it trains again only when the
+    limit is raised above the one it trained to (an early-stopped run too, and early stopping still applies).
+    """
+    if record.get("status") != "complete":
+        return None
+    step = record["global_step"]
+    # runs written before run.json recorded max_steps: their checkpoint's trainer state holds it
+    trained_to = record.get("max_steps") or _trainer_state(checkpoint).get("max_steps") or step
+    if target > trained_to:
+        if checkpoint is None:  # save_strategy "no", or "epoch"/"best" that kept none
+            raise FileNotFoundError(f"{output_dir} is complete at step {step} but kept no checkpoint to continue "
+                                    "from; train to more steps in another --output-dir")
+        return None
+    how = f"at step {step} of {trained_to}" if step >= trained_to else \
+        f"(stopped early at step {step} of {trained_to})"
+    return (f"{output_dir} is complete {how}; nothing to train "
+            "(raise --max-steps or training.num_train_epochs to continue)")
+
+
+def _resume_note(record: dict, output_dir: Path, checkpoint: Path | None, target: int) -> str:
+    if checkpoint is None:
+        return f"no complete checkpoint in {output_dir}; starting from scratch"
+    step = _trainer_state(checkpoint)["global_step"]
+    if step >= target:
+        return f"{checkpoint.name} is at step {step} of {target}; finishing the run without training"
+    ended = record.get("global_step") or 0  # a complete run whose last steps' checkpoint was not kept
+    again = f"; steps {step + 1}-{ended} are trained again (no newer checkpoint was kept)" if ended > step else ""
+    return f"continuing from {checkpoint.name} (step {step}) to step {target}{again}"
+
+
+def _adopt(trainer, checkpoint: Path, target: int) -> None:
+    """Take over a checkpoint that already reached the target (killed before run.json said complete):
+    its trainer state and adapter, the best checkpoint's when selecting on eval loss. No step is trained."""
+    from transformers import TrainerState
+
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    trainer.state.max_steps = target  # what this run asked for, as run.json records it
+    best = trainer.state.best_model_checkpoint
+    weights = best if trainer.args.load_best_model_at_end and best and Path(best).is_dir() else checkpoint
+    trainer.model.load_adapter(str(weights), trainer.model.active_adapter)
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     from accelerate import PartialState
 
     state = PartialState()
     run = prepare(cfg, resume)
-    trainer, output_dir = run.trainer, Path(cfg.output_dir)
+    trainer, output_dir, checkpoint = run.trainer, Path(cfg.output_dir), run.checkpoint
+    # Never hand the Trainer a checkpoint at or past the target: its loop takes a step before it checks
+    # max_steps, so resuming a finished run would train one more step (unless it ended on an epoch boundary)
+    reached = False  # the checkpoint already holds every step of the target
+    if resume:
+        previous, target = _previous_run(output_dir), _target_steps(trainer)
+        done = _nothing_to_train(previous, output_dir, checkpoint, target)
+        if done:
+            if state.is_main_process:
+                console.print(done, soft_wrap=True, highlight=False)
+            return output_dir
+        if state.is_main_process:
+            console.print(f"[yellow]--resume: {_resume_note(previous, output_dir, checkpoint, target)}",
+                          soft_wrap=True)
+        reached = checkpoint is not None and _trainer_state(checkpoint)["global_step"] >= target
     started = time.time()
     record = _record(cfg, run.reports, status="running", world_size=state.num_processes,
-                     resolved=run.settings, resumed_from=str(run.checkpoint) if run.checkpoint else None)
+                     resolved=run.settings, resumed_from=str(checkpoint) if checkpoint else None)
     state.wait_for_everyone()  # every process has checked the output dir before run.json appears in it
     if state.is_main_process:
         _write_json(output_dir / RUN_FILE, record)
-    result = trainer.train(resume_from_checkpoint=str(run.checkpoint) if run.checkpoint else None)
+    if reached:
+        _adopt(trainer, checkpoint, target)
+        train_metrics = {}
+    else:
+        train_metrics = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None).metrics
     eval_metrics = trainer.evaluate() if run.has_eval else {}
     trainer.save_model(str(output_dir))  # the adapter (the best checkpoint's, when selecting on eval loss)
     if state.is_main_process:
         record.update(status="complete", train_seconds=round(time.time() - started, 1),
-                      global_step=trainer.state.global_step, train_metrics=result.metrics,
-                      eval_metrics=eval_metrics, best_checkpoint=trainer.state.best_model_checkpoint)
+                      global_step=trainer.state.global_step, max_steps=trainer.state.max_steps,
+                      train_metrics=train_metrics, eval_metrics=eval_metrics,
+                      best_checkpoint=trainer.state.best_model_checkpoint)
         _write_json(output_dir / RUN_FILE, record)
         manifest.write_atomic(output_dir / "README.md", model_card.render(record))
         console.print(f"[green]run written to {output_dir}")

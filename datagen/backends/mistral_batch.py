@@ -159,7 +159,7 @@ async def _collect(batches, job: dict, state: BatchState, by_id: dict[str, Item]
     if errors is not None:
         outcomes.update(errors.results())
     if job.pop("reserved", None) is not None:  # reserved by this process (a re-attached job's never was)
-        budget.settle(job["reserved_amount"], 0.0)
+        budget.release(job["reserved_amount"])
     for rid, sent_hash in job["requests"].items():
         item = by_id.get(rid)
         if item is None or rid in finished or item.hash != sent_hash:
@@ -167,14 +167,14 @@ async def _collect(batches, job: dict, state: BatchState, by_id: dict[str, Item]
         conversation = state.open.setdefault(rid, {"messages": list(item.request.messages), "turns": new_turns(),
                                                    "failures": 0})
         conversation["turns"]["batch_job"] = job["id"]
-        _merge(rid, item, outcomes.get(rid), handle.status, conversation, recorder, budget, options, finished)
+        _merge(rid, item, outcomes.get(rid), handle.status, conversation, recorder, options, finished)
         if rid in finished:
             state.open.pop(rid, None)
     job["merged"], job["status"] = True, handle.status
     state.save()
 
 
-def _merge(rid, item, outcome, status, conversation, recorder, budget, options, finished) -> None:
+def _merge(rid, item, outcome, status, conversation, recorder, options, finished) -> None:
     turns = conversation["turns"]
     if outcome is None or not hasattr(outcome, "choices"):  # a failed request, or none at all
         why = redact(str(getattr(outcome, "error", None) or f"no answer (job {status})"))[:300]
@@ -187,7 +187,7 @@ def _merge(rid, item, outcome, status, conversation, recorder, budget, options, 
             recorder.tally.retries += 1
         return
     completion = completion_of(outcome)
-    budget.settle(0.0, recorder.answered(turns, completion))
+    recorder.answered(turns, completion)  # its cost is in the tally, where the budget reads what was spent
     try:
         answer, repaired = recorder.answer(item, completion.text)
     except InvalidAnswer as err:

@@ -36,9 +36,10 @@ def load_judged(test_file: str | None = None, dataset: str | None = None, split:
     import datasets
 
     from harness_tasks import judge
-    from harness_tasks.data_files import DataFileError, read_rows, row_id
+    from harness_tasks.data_files import DataFileError, Table, check_header, read_table, row_id
 
     config = judge.JudgeConfig.from_metadata(metadata)
+    wanted = (instruction_column, "id", "reference", "category")  # a near miss of one is an error
     if test_file and dataset:
         raise DataFileError(f"give test_file or dataset, not both (got {test_file!r} and {dataset!r})")
     if dataset:
@@ -49,10 +50,13 @@ def load_judged(test_file: str | None = None, dataset: str | None = None, split:
             ds = ds[split] if isinstance(ds, datasets.DatasetDict) else ds
         except Exception as err:  # offline hub, unknown split, unreadable files: one clear line
             raise DataFileError(f"{where}: cannot be loaded: {type(err).__name__}: {err}") from err
+        check_header(Table(Path(dataset), ds.column_names, []), wanted, where)
         located = [(f"{where} row {i + 1}", row) for i, row in enumerate(ds)]
     else:
         path = Path(test_file) if test_file else Path(__file__).resolve().parent / "data" / "sample.jsonl"
-        located = [(f"{path}:{lineno}", row) for lineno, row in read_rows(path)]
+        table = read_table(path)
+        check_header(table, wanted)
+        located = [(f"{path}:{lineno}", row) for lineno, row in table.rows]
         where = str(path)
     if not located:
         raise DataFileError(f"{where}: no rows")
@@ -69,6 +73,17 @@ def load_judged(test_file: str | None = None, dataset: str | None = None, split:
                      "category": str(cat) if cat not in (None, "") else None, **config.doc_fields()})
     judge.preflight(config)
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
+
+
+def _judge_keys() -> list[str]:
+    from harness_tasks.judge import JudgeConfig
+
+    return list(JudgeConfig().doc_fields())
+
+
+# The --metadata keys load_judged reads through **metadata, beyond its parameters: cotharness eval
+# checks a user's keys against both before it loads a model.
+load_judged.metadata_keys = _judge_keys
 
 
 def doc_to_text(doc: dict) -> str:

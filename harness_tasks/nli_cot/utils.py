@@ -2,8 +2,8 @@
 
 Data: CSV or JSONL with ``premise,hypothesis[,label]`` (and an optional ``id``). The bundled sample
 is used unless ``--metadata '{"test_file": "path.csv"}'`` names another file; ``label_column``
-renames the gold column (e.g. ``true_label`` in datagen output). Rows without a label get
-predictions only.
+renames the gold column (e.g. ``true_label`` in datagen output). A file without a label column gets
+predictions only; empty cells in one are an error unless ``"empty_labels": "skip"`` (``data_files``).
 """
 
 from __future__ import annotations
@@ -42,9 +42,11 @@ DIRECT_CHOICES = {0: "no", 1: "yes"}  # answer word per label for nli_direct
 SAMPLE_FILE = Path(__file__).resolve().parent / "data" / "sample.jsonl"
 
 
-def load(test_file: str | None = None, label_column: str = "label", **_metadata) -> datasets.DatasetDict:
-    """``custom_dataset`` for lm-eval; also receives model args and other metadata (ignored)."""
-    rows = load_task_rows(test_file or SAMPLE_FILE, FIELDS, SCHEMA.labels, label_column)
+def load(test_file: str | None = None, label_column: str = "label", empty_labels: str = "error",
+         **_metadata) -> datasets.DatasetDict:
+    """``custom_dataset`` for lm-eval; also receives model args and other metadata (ignored here:
+    ``cotharness eval`` checks the user's keys against these parameters)."""
+    rows = load_task_rows(test_file or SAMPLE_FILE, FIELDS, SCHEMA, label_column, empty_labels=empty_labels)
     return datasets.DatasetDict({"test": to_dataset(rows)})
 
 

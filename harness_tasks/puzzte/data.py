@@ -6,17 +6,27 @@ names it (None otherwise). Column names of the original puzzte release and of ta
 format are read as ours (``COLUMNS``). Labels may be ids or names (any spelling the task's schema
 accepts: "contradiction" and "ambiguity" are "not entailment" for the 2-way task); a ``ClassLabel``
 column is read through its ``names``. Anything else is an error naming the source, the row and the
-value.
+value; so are empty labels in a labelled source, unless ``empty_labels="skip"`` (``data_files``).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Hashable, Iterable
 from pathlib import Path
 
 import datasets
 
-from harness_tasks.data_files import DataFileError, read_rows, row_id
+from harness_tasks.data_files import (
+    DataFileError,
+    Table,
+    check_header,
+    is_empty,
+    label_of,
+    labelled_rows,
+    read_table,
+    row_id,
+)
 from harness_tasks.schema import AnswerSchema
 
 # our column -> the names it goes by, first match wins: ours, then puzzte's own release
@@ -33,6 +43,12 @@ TEXT = ("premise", "hypothesis")
 def _column(found: Iterable[str], ours: str, label_column: str) -> str | None:
     names = (label_column, *COLUMNS["label"]) if ours == "label" else COLUMNS[ours]
     return next((c for c in names if c in found), None)
+
+
+def _checked(label_column: str) -> tuple:
+    """The column groups whose near misses are errors (``data_files.check_header``): the texts, the
+    label and the id; not ``family``, which only labels a breakdown."""
+    return (*(COLUMNS[ours] for ours in TEXT), (label_column, *COLUMNS["label"]), ("id", "idx"))
 
 
 def _columns(found: list[str], label_column: str, where: str) -> dict[str, str | None]:
@@ -52,12 +68,12 @@ def _label(value, schema: AnswerSchema, where: str, column: str, names: list[str
         if not isinstance(value, int) or not 0 <= value < len(names):
             raise DataFileError(f"{where}: {column}={value!r} is not an id of its ClassLabel names {names}")
         value = names[value]
-    label = schema.to_label(value)
-    if label is None:
-        spellings = [f"{i} ({n})" for i, n in schema.labels.items()]
-        raise DataFileError(f"{where}: {column}={value!r} is not a label of this task; use one of "
-                            f"{', '.join(spellings)}")
-    return label
+    return label_of(value, schema, where, column)
+
+
+def _unlabelled(names: list[str] | None):
+    """Whether a label cell is empty; -1 is "no label" in a ClassLabel column."""
+    return lambda value: is_empty(value) or (names is not None and value == -1)
 
 
 def _row(raw: dict, columns: dict, schema: AnswerSchema, where: str, index: int, names=None,
@@ -77,20 +93,26 @@ def _row(raw: dict, columns: dict, schema: AnswerSchema, where: str, index: int,
             if columns["label"] else None}
 
 
-def from_file(path: str | Path, schema: AnswerSchema, label_column: str = "label") -> list[dict]:
-    """Rows of a ``.csv`` / ``.jsonl`` file; errors name the file and line."""
+def from_file(path: str | Path, schema: AnswerSchema, label_column: str = "label",
+              empty_labels: str = "error") -> list[dict]:
+    """Rows of a data file (``data_files``' rules: exact headers, empty labels); errors name the file and line."""
     path = Path(path)
-    rows = read_rows(path)
-    if not rows:
+    table = read_table(path)
+    if not table.rows:
         raise DataFileError(f"{path}: no rows")
+    check_header(table, _checked(label_column))
+    label = _column(table.columns, "label", label_column)
+    rows = labelled_rows(table.rows, label, str(path), empty_labels) if label else table.rows
+    position = {lineno: i for i, (lineno, _) in enumerate(table.rows)}
     out = []
     for lineno, raw in rows:
         where = f"{path}:{lineno}"
-        out.append(_row(raw, _columns(list(raw), label_column, where), schema, where, len(out)))
+        out.append(_row(raw, _columns(list(raw), label_column, where), schema, where, position[lineno]))
     return out
 
 
-def from_dataset(name: str, split: str, schema: AnswerSchema, label_column: str = "label") -> list[dict]:
+def from_dataset(name: str, split: str, schema: AnswerSchema, label_column: str = "label",
+                 empty_labels: str = "error") -> list[dict]:
     """Rows of ``datasets.load_dataset(name, split=split)``: a hub id (e.g. tasksource/puzzte) or a
     local directory of data files; a directory written by ``save_to_disk`` is read with ``load_from_disk``."""
     where = f"dataset {name!r} (split {split!r})"
@@ -110,10 +132,17 @@ def from_dataset(name: str, split: str, schema: AnswerSchema, label_column: str 
         ds = ds[split]
     if len(ds) == 0:
         raise DataFileError(f"{where}: no rows")
+    check_header(Table(Path(name), ds.column_names, []), _checked(label_column), where)
     columns = _columns(ds.column_names, label_column, where)
     names, families = (_class_names(ds, columns[c]) for c in ("label", "family"))
-    # rows are numbered from 1, like the lines of a file
-    return [_row(raw, columns, schema, f"{where} row {i + 1}", i, names, families) for i, raw in enumerate(ds)]
+    rows = list(enumerate(ds, 1))  # rows are numbered from 1, like the lines of a file
+    if columns["label"] and all(_unlabelled(names)(raw[columns["label"]]) for _, raw in rows):
+        # a hidden test split (every label -1, datasets' "no label"): its column cannot be removed
+        print(f"{where}: no gold labels in {columns['label']!r}: predictions only", file=sys.stderr)
+        columns["label"] = None
+    if columns["label"]:
+        rows = labelled_rows(rows, columns["label"], where, empty_labels, _unlabelled(names), unit="row")
+    return [_row(raw, columns, schema, f"{where} row {i}", i - 1, names, families) for i, raw in rows]
 
 
 def _class_names(ds: datasets.Dataset, column: str | None) -> list[str] | None:

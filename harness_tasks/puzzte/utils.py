@@ -67,25 +67,28 @@ SAMPLE_FILE = Path(__file__).resolve().parent / "data" / "sample.jsonl"
 
 
 def rows(schema: AnswerSchema, test_file: str | None = None, dataset: str | None = None, split: str = "test",
-         label_column: str = "label") -> list[dict]:
+         label_column: str = "label", empty_labels: str = "error") -> list[dict]:
     """The task's rows with labels in ``schema``'s ids, from a file, a dataset or the bundled sample."""
     if test_file and dataset:
         raise DataFileError(f"give test_file or dataset, not both (got {test_file!r} and {dataset!r})")
     if dataset:
-        return data.from_dataset(dataset, split, schema, label_column)
-    return data.from_file(test_file or SAMPLE_FILE, schema, label_column)
+        return data.from_dataset(dataset, split, schema, label_column, empty_labels)
+    return data.from_file(test_file or SAMPLE_FILE, schema, label_column, empty_labels)
 
 
 def load(test_file: str | None = None, dataset: str | None = None, split: str = "test", label_column: str = "label",
-         **_metadata) -> datasets.DatasetDict:
-    """``custom_dataset`` of ``puzzte``; also receives model args and other metadata (ignored)."""
-    return datasets.DatasetDict({"test": to_dataset(rows(SCHEMA, test_file, dataset, split, label_column))})
+         empty_labels: str = "error", **_metadata) -> datasets.DatasetDict:
+    """``custom_dataset`` of ``puzzte``; also receives model args and other metadata (ignored here:
+    ``cotharness eval`` checks the user's keys against these parameters)."""
+    return datasets.DatasetDict({"test": to_dataset(rows(SCHEMA, test_file, dataset, split, label_column,
+                                                         empty_labels))})
 
 
 def load_3way(test_file: str | None = None, dataset: str | None = None, split: str = "test",
-              label_column: str = "label", **_metadata) -> datasets.DatasetDict:
+              label_column: str = "label", empty_labels: str = "error", **_metadata) -> datasets.DatasetDict:
     """``custom_dataset`` of ``puzzte_3way``."""
-    return datasets.DatasetDict({"test": to_dataset(rows(SCHEMA_3WAY, test_file, dataset, split, label_column))})
+    return datasets.DatasetDict({"test": to_dataset(rows(SCHEMA_3WAY, test_file, dataset, split, label_column,
+                                                         empty_labels))})
 
 
 def doc_to_text(doc: dict) -> str:

@@ -17,7 +17,14 @@ from pathlib import Path
 import datasets
 
 from harness_tasks.cot_json import CoTJSONFilter, filtered_answer
-from harness_tasks.data_files import DataFileError, read_rows, row_id, to_dataset
+from harness_tasks.data_files import (
+    DataFileError,
+    check_header,
+    labelled_rows,
+    read_table,
+    row_id,
+    to_dataset,
+)
 from harness_tasks.tasks import TaskSpec
 from harness_tasks.tool_select import scoring
 from harness_tasks.tool_select.tools import (
@@ -72,14 +79,19 @@ def _flag(value, where: str) -> bool:
     raise DataFileError(f"{where}: 'ambiguous' must be true or false, got {value!r}")
 
 
-def read_docs(path: str | Path, tools_file: str | Path | None = None) -> list[dict]:
+def read_docs(path: str | Path, tools_file: str | Path | None = None, empty_labels: str = "error") -> list[dict]:
     """Validated documents: ``{id, query, tools (JSON text), label, parameters (JSON text or None),
     ambiguous, source}``. JSON text rather than objects: each tool's schema and each call's
-    parameters have their own keys, which one table column cannot hold."""
+    parameters have their own keys, which one table column cannot hold. The gold ``tool`` is read
+    by the row's schema (``to_label``: any case); a ``tool`` column with empty cells is an error
+    unless ``empty_labels="skip"`` (``data_files``)."""
     path = Path(path)
-    rows = read_rows(path)
-    if not rows:
+    table = read_table(path)
+    if not table.rows:
         raise DataFileError(f"{path}: no rows")
+    check_header(table, ("query", "tool", "parameters", "tools", "ambiguous", "id"))
+    rows = labelled_rows(table.rows, "tool", str(path), empty_labels) if "tool" in table.columns else table.rows
+    position = {lineno: i for i, (lineno, _) in enumerate(table.rows)}
     fallback = None
     docs = []
     for lineno, row in rows:
@@ -98,11 +110,10 @@ def read_docs(path: str | Path, tools_file: str | Path | None = None) -> list[di
             raise DataFileError(str(err)) from None
         names = [s["name"] for s in specs]
         tool = row.get("tool")
-        tool = tool.strip() if isinstance(tool, str) else tool
-        if tool in (None, ""):
-            tool = None
-        elif tool not in names:
-            raise DataFileError(f"{where}: tool={tool!r} is not one of the row's tools {names}")
+        if tool is not None:  # the one label rule (what training reads), against this row's tools
+            tool = schema_for_names(tuple(names)).to_label(tool)
+            if tool is None:
+                raise DataFileError(f"{where}: tool={row['tool']!r} is not one of the row's tools {names}")
         parameters = _json_cell(row.get("parameters"), where, "parameters")
         if parameters is not None:
             if tool is None:
@@ -111,7 +122,7 @@ def read_docs(path: str | Path, tools_file: str | Path | None = None) -> list[di
             if errors:
                 raise DataFileError(f"{where}: gold parameters do not satisfy {tool}'s schema: {errors[0]}")
         rid = row.get("id")
-        docs.append({"id": row_id(rid, len(docs)), "query": query,
+        docs.append({"id": row_id(rid, position[lineno]), "query": query,
                      "tools": json.dumps(specs, ensure_ascii=False), "label": tool,
                      "parameters": None if parameters is None else json.dumps(parameters, ensure_ascii=False),
                      "ambiguous": _flag(row.get("ambiguous"), where),
@@ -119,9 +130,11 @@ def read_docs(path: str | Path, tools_file: str | Path | None = None) -> list[di
     return docs
 
 
-def load(test_file: str | None = None, tools_file: str | None = None, **_metadata) -> datasets.DatasetDict:
-    """``custom_dataset`` for lm-eval; also receives model args and other metadata (ignored)."""
-    return datasets.DatasetDict({"test": to_dataset(read_docs(test_file or SAMPLE_FILE, tools_file))})
+def load(test_file: str | None = None, tools_file: str | None = None, empty_labels: str = "error",
+         **_metadata) -> datasets.DatasetDict:
+    """``custom_dataset`` for lm-eval; also receives model args and other metadata (ignored here:
+    ``cotharness eval`` checks the user's keys against these parameters)."""
+    return datasets.DatasetDict({"test": to_dataset(read_docs(test_file or SAMPLE_FILE, tools_file, empty_labels))})
 
 
 def doc_to_text(doc: dict) -> str:
