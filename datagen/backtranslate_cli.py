@@ -33,6 +33,7 @@ from datagen.cli_options import (
     Timeout,
     Tpm,
 )
+from harness_tasks.errors import UserError
 
 app = typer.Typer(no_args_is_help=True, help="Instruction backtranslation: seed pairs for a backward model, "
                                              "and the instructions it writes for unlabelled responses.")
@@ -50,7 +51,7 @@ Concurrency = Annotated[int | None, typer.Option(min=1, help=f"Requests in fligh
 Reprompts = Annotated[int | None, typer.Option(min=0, help=f"Re-asks after an unusable answer ({FromConfig}).")]
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     pass
 
 

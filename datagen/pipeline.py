@@ -27,6 +27,7 @@ from datagen.stages import STAGES, Stage, input_rows
 from datagen.store import JsonlStore, row_key, sidecar
 from harness_tasks import manifest
 from harness_tasks.data_files import is_empty
+from harness_tasks.errors import UserError
 from harness_tasks.secrets import api_key, redact
 from harness_tasks.tables import read_table
 from harness_tasks.tasks import get_task
@@ -36,7 +37,7 @@ STAGE_TEMPLATES = {"thoughts": ("teacher_system",), "score": ("judge_system", "j
 TYPICAL_ANSWER_TOKENS = 250  # dry-run estimate before any answer of this run exists
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """A setting that cannot work; the message says what to change."""
 
 

@@ -32,6 +32,7 @@ import typer
 
 from datagen import prepare_stats
 from harness_tasks.data_files import DataFileError, read_rows, require_columns
+from harness_tasks.errors import UserError
 from harness_tasks.manifest import git_commit, package_versions, sha256_file, write_atomic
 from harness_tasks.tasks import TaskSpec, get_task
 
@@ -41,7 +42,7 @@ ABLATIONS = {"correct": "correct_only", "reflected": "correct_reflected", "all":
 THOUGHT_COLUMN, LABEL_COLUMN = "thought_process", "label"
 
 
-class PrepareError(ValueError):
+class PrepareError(UserError, ValueError):
     """A bad option or an inconsistent input: reported as one line."""
 
 

@@ -43,6 +43,7 @@ from datagen.backends.base import Backend, BackendError, ChatRequest, FatalBacke
 from datagen.pricing import Price, estimate_tokens
 from datagen.stages import Stage
 from datagen.store import JsonlStore, row_key
+from harness_tasks.errors import UserError
 from harness_tasks.secrets import redact
 
 console = Console(stderr=True)
@@ -104,7 +105,7 @@ class Tally:
         return self.failed + self.failed_before
 
 
-class ChangedRequestsError(Exception):
+class ChangedRequestsError(UserError):
     pass
 
 

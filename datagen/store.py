@@ -17,10 +17,11 @@ import os
 from pathlib import Path
 
 from harness_tasks.data_files import DataFileError
+from harness_tasks.errors import UserError
 from harness_tasks.manifest import write_atomic
 
 
-class OutputLockedError(Exception):
+class OutputLockedError(UserError):
     pass
 
 

@@ -9,13 +9,14 @@ from typing import Annotated
 import typer
 
 from datagen import tools_data, tools_db
+from harness_tasks.errors import UserError
 from harness_tasks.manifest import sha256_file
 from harness_tasks.tool_select.tools import DEFAULT_TOOLS_FILE, ToolsFileError, load_tools
 
 DEFAULT_PER_TOOL, DEFAULT_AMBIGUOUS = 100, 10
 
 
-class UsageError(ValueError):
+class UsageError(UserError, ValueError):
     pass
 
 

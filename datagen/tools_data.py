@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from math import prod
 from pathlib import Path
 
+from harness_tasks.errors import UserError
 from harness_tasks.manifest import git_commit, package_versions, sha256_file, write_atomic
 from harness_tasks.tool_select.tools import (
     PLACEHOLDER,
@@ -32,7 +33,7 @@ SPLITS = {"train": 0.8, "dev": 0.1, "test": 0.1}
 ROW_KEYS = ("id", "query", "tool", "parameters", "reasoning", "ambiguous", "alternative", "source", "tools")
 
 
-class SynthesisError(ValueError):
+class SynthesisError(UserError, ValueError):
     pass
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+from harness_tasks.errors import UserError
 from harness_tasks.tool_select.tools import parameter_errors
 
 ROUTER_WARNING = ("warning: the labels are taken from the label column as stored. Labels that a keyword "
@@ -25,7 +26,7 @@ ROUTER_WARNING = ("warning: the labels are taken from the label column as stored
 _USERINFO = re.compile(r"://[^:/@\s]*:(\S*)@[^@/\s]*")
 
 
-class DatabaseError(Exception):
+class DatabaseError(UserError):
     pass
 
 

@@ -11,12 +11,14 @@ import os
 import re
 from pathlib import Path
 
+from harness_tasks.errors import UserError
+
 ENV_VAR = "MISTRAL_API_KEY"
 _KNOWN: set[str] = set()
 _BEARER = re.compile(r"(?i)\b(bearer\s+)(?!\[redacted\])[^\s\"',;)]+")  # any credential, also unknown keys
 
 
-class MissingKeyError(Exception):
+class MissingKeyError(UserError):
     pass
 
 

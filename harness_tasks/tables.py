@@ -15,10 +15,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness_tasks.errors import UserError
+
 SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 
-class DataFileError(ValueError):
+class DataFileError(UserError, ValueError):
     """A user's data file cannot be used: the message is one line that names the file (and line)."""
 
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import yaml
 
+from harness_tasks.errors import UserError
 
-class YamlFileError(ValueError):
+
+class YamlFileError(UserError, ValueError):
     pass
 
 

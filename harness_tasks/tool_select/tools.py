@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness_tasks.errors import UserError
 from harness_tasks.schema import AnswerSchema
 
 DEFAULT_TOOLS_FILE = Path(__file__).resolve().parent / "tools.yaml"
@@ -31,7 +32,7 @@ PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_]\w*)(?:\.([A-Za-z_]\w*))?\}")
 SlotValue = str | int | float | dict[str, str | int | float]
 
 
-class ToolsFileError(ValueError):
+class ToolsFileError(UserError, ValueError):
     pass
 
 
