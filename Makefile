@@ -9,7 +9,7 @@ EXTRAS ?= dev
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test lint demo constraints clean
+.PHONY: setup test lint docs demo constraints clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,11 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# The documentation site (docs/, mkdocs.yml) into site/; strict: a broken link or anchor fails.
+# Preview while editing: $(BIN)/mkdocs serve
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 demo: setup
 	$(BIN)/cotharness demo
 
@@ -34,4 +39,4 @@ constraints: setup
 	$(BIN)/python -m pip freeze --exclude-editable | grep -viE '^(torch|nvidia-|triton)' > constraints.txt
 
 clean:
-	rm -rf $(VENV) .tox .pytest_cache .hypothesis results/demo runs/demo
+	rm -rf $(VENV) .tox .pytest_cache .hypothesis results/demo runs/demo site

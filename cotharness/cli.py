@@ -1,21 +1,141 @@
-"""The ``cotharness`` command line."""
+"""The ``cotharness`` command line, and its one error path.
+
+Every command's mistakes end the same way (``App.main``): a user's mistake (a ``UserError`` raised
+anywhere below, datagen and trainer included) or an option typo is ONE ``error:`` line on stderr and
+exit 2 (1 for ``WorkFailed``); Ctrl-C is one ``interrupted:`` line, exit 130, saying what was kept
+when the command raised ``KeyboardInterrupt("what was kept; how to continue")``; anything else is a
+bug and keeps its plain traceback. ``--debug`` anywhere on the line, or ``COTHARNESS_DEBUG=1``, adds
+the traceback to a user's error.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup, TyperOption
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+from harness_tasks.errors import DEBUG_ENV, UserError, debugging
+
+STOPPED = "stopped by Ctrl-C"
+
+
+def _say(prefix: str, message: str) -> None:
+    from harness_tasks.secrets import redact
+
+    # one line whatever the message holds: scripts and the catalogue of mistakes read exactly one
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    typer.echo(f"{prefix}: {redact(text)}", err=True)
+
+
+def _option_message(err: typer.TyperException) -> str:
+    """click's message for an option mistake, on one line with its did-you-mean and where help is."""
+    possible = getattr(err, "possibilities", None)  # click's NoSuchOption carries its close matches
+    if possible:
+        message = f"{err.message}; did you mean {' or '.join(sorted(possible))}?"
+    else:
+        message = err.format_message()
+    ctx = getattr(err, "ctx", None)
+    return f"{message} (see {ctx.command_path} --help)" if ctx is not None else message
+
+
+class App(TyperGroup):
+    """The top-level group: runs the command line and turns what it raises into one line and an exit
+    status (see the module's docstring). Tests that invoke ``app`` through typer's CliRunner go through
+    the same path."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:  # a caller that handles exceptions itself
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        args = list(sys.argv[1:] if args is None else args)
+        if "--debug" in args:  # also for the commands that say their own errors (datagen, trainer)
+            os.environ[DEBUG_ENV] = "1"
+        debug = debugging()
+        args = [a for a in args if a != "--debug"]
+        sys.exit(self._run(args, prog_name or "cotharness", debug))
+
+    def _run(self, args: list[str], prog_name: str, debug: bool) -> int:
+        # click's own main() would turn Ctrl-C into a bare exit 130 and rich-box every usage error
+        try:
+            with self.make_context(prog_name, args) as ctx:
+                self.invoke(ctx)
+            return 0
+        except typer.Exit as done:
+            return done.exit_code
+        except typer.Abort:
+            _say("error", "aborted")
+            return 1
+        except typer.TyperException as err:  # click's usage errors: unknown option, bad value, missing option
+            if type(err).__name__ == "NoArgsIsHelpError":  # `cotharness datagen` alone: its help, as click shows it
+                if err.format_message():
+                    typer.echo(err.format_message())
+            else:
+                _say("error", _option_message(err))
+            return err.exit_code
+        except UserError as err:
+            if debug:
+                traceback.print_exc()
+            _say("error", str(err))
+            return err.exit_code
+        except KeyboardInterrupt as err:
+            # a command that knows what it kept says so in the exception: KeyboardInterrupt("...")
+            _say("interrupted", str(err) if err.args else STOPPED)
+            return 130
+        except BrokenPipeError:  # `cotharness ... | head`: the reader has gone, nothing to say to it
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stderr at exit
+            return 1
+
+
+def _flags_take_no_value() -> None:
+    """typer 0.29's rich help shows every flag (``--help``, ``--intersect/--no-intersect``) with a
+    ``<bool>`` value column, as if it took one; a flag takes none. Done once here for every sub-app
+    (datagen's, trainer's) since the help option itself is built inside typer."""
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "flags_take_no_value", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag or self.count else shown(self, ctx)
+
+    display_type_rich.flags_take_no_value = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_take_no_value()
+
+app = typer.Typer(cls=App, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Teach open LLMs to reason before they answer, and prove it with lm-eval.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"cotharness {version('cotharness')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help=f"Show the traceback of a user's error too (anywhere on the "
+                                                       f"line, for any command; or {DEBUG_ENV}=1).")] = False,
+):
+    """Teach open LLMs to reason before they answer, and prove it with lm-eval."""
+    # --debug is taken off the line before parsing (App.main), so that it works after a subcommand too;
+    # it is declared here only to be listed in the help
 
 
 @app.command("tiny-model")
 def tiny_model(
     out: Annotated[Path, typer.Option(help="Directory to write the model and tokenizer to.")],
-    hidden_size: Annotated[int, typer.Option(help="Model width.")] = 64,
-    layers: Annotated[int, typer.Option(help="Number of transformer layers.")] = 2,
+    hidden_size: Annotated[int, typer.Option(min=8, help="Model width.")] = 64,
+    layers: Annotated[int, typer.Option(min=1, help="Number of transformer layers.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed for the tokenizer corpus and the weights.")] = 0,
 ):
     """Build the embedded default model: a tiny Mistral-architecture LM + BPE tokenizer, offline."""
@@ -26,35 +146,43 @@ def tiny_model(
 
 
 @app.command("eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
-                                        "help_option_names": []})
+                                        "help_option_names": []}, add_help_option=False)
 def eval_(ctx: typer.Context):
-    """lm_eval with this project's tasks and load_in_4bit=True working; takes any lm_eval arguments.
+    """lm_eval with this project's tasks, its inputs checked and load_in_4bit=True working.
 
-    Example: cotharness eval --tasks nli_cot --model_args pretrained=DIR,peft=ADAPTER,load_in_4bit=True
+    Takes any lm_eval arguments: cotharness eval --help lists them after what cotharness adds. Example: cotharness eval --tasks nli_cot --model_args pretrained=DIR,peft=ADAPTER,load_in_4bit=True
     """
     from cotharness.run_eval import main
 
-    raise typer.Exit(main(list(ctx.args)))
+    try:
+        code = main(list(ctx.args))
+    except KeyboardInterrupt:
+        # lm-eval writes results (and its --use_cache answers) only once every request is answered
+        raise KeyboardInterrupt("nothing of this evaluation was saved (lm-eval writes its results at the end); "
+                                "rerun the same command") from None
+    raise typer.Exit(code)
 
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where the comparison report and lm-eval outputs go.")] = Path("results/demo"),
     work: Annotated[Path, typer.Option(help="Where the base model, data and adapter go (reused).")] = Path("runs/demo"),
-    limit: Annotated[int, typer.Option(help="Evaluate only the first N test documents (0 = all).")] = 0,
+    limit: Annotated[int, typer.Option(min=0, help="Evaluate only the first N test documents (0 = all).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the base's pre-training and of fine-tuning (data stay fixed).")] = 0,
-    config: Annotated[Path, typer.Option(help="Training config (its base model, data and output dir are the demo's).")]
-    = Path("configs/train/demo.yaml"),
+    config: Annotated[Path | None, typer.Option(
+        help="Training config (its base model, data and output dir are the demo's); default: the project's own "
+             "configs/train/demo.yaml, wherever the command runs.", show_default=False)] = None,
 ):
     """Data -> LoRA training -> lm-eval on base and fine-tuned -> comparison, on the tiny model (CPU)."""
-    from cotharness.demo import run
+    from cotharness.demo import CONFIG, run
 
-    raise typer.Exit(run(out_dir=out, work=work, config=config, limit=limit or None, seed=seed))
+    raise typer.Exit(run(out_dir=out, work=work, config=config or CONFIG, limit=limit or None, seed=seed))
 
 
 @app.command()
 def compare(
     runs: Annotated[list[Path], typer.Argument(
+        metavar="RUN",
         help="lm-eval --output_path directories (or one results_*.json of a directory that holds several), or a "
              "teacher's datagen thoughts .jsonl (matched to the first directory's documents); the first is the base.")],
     out: Annotated[Path, typer.Option(help="Where summary.{md,csv,json}, manifest.json and PNGs go.")],
@@ -65,17 +193,14 @@ def compare(
         help="Runs on different documents: compare on those all runs share (the report says how many each "
              "lost) instead of refusing.")] = False,
 ):
-    """Compare lm-eval runs (and a teacher's thoughts file) on the same documents: the tasks' own metrics
-    with CIs, deltas, McNemar, confusion matrices, plots."""
+    """Compare lm-eval runs (and a teacher's thoughts file) on the same documents, with statistics.
+
+    The tasks' own metrics with CIs, deltas against the first run, McNemar, confusion matrices, plots."""
     from cotharness.compare import compare as run
     from cotharness.compare import print_table
 
-    try:
-        report = run(runs, out, names=names.split(",") if names else None, teacher_task=teacher_task,
-                     intersect=intersect)
-    except (FileNotFoundError, ValueError) as err:  # the user's paths or files; bugs keep their traceback
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    report = run(runs, out, names=names.split(",") if names else None, teacher_task=teacher_task,
+                 intersect=intersect)
     for note in report["notes"]:
         typer.echo(f"note: {note}", err=True)
     print_table(report["rows"])
@@ -94,8 +219,11 @@ def _register_subcommands():
 _register_subcommands()
 
 
-def main():
-    app()
+def main(argv: list[str] | None = None) -> None:
+    from harness_tasks.quiet import quiet
+
+    quiet()  # first: library warnings a user cannot act on are filtered before anything imports them
+    typer.main.get_command(app).main(argv, prog_name="cotharness")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import numpy as np
 from cotharness import per_class
 from cotharness.compare_runs import (
     SERVER_COUNTS,
+    CompareError,
     Run,
     check_names,
     load_run,
@@ -65,13 +66,14 @@ def load_runs(run_dirs: list[Path], names: list[str] | None, teacher_task: str) 
     from cotharness.teacher_run import load_teacher
 
     if len(run_dirs) < 1:
-        raise ValueError("give at least one lm-eval output directory")
+        raise CompareError("give at least one lm-eval output directory")
     if names and len(names) != len(run_dirs):
-        raise ValueError(f"--names has {len(names)} names for {len(run_dirs)} runs")
+        raise CompareError(f"--names gives {len(names)} name(s) for {len(run_dirs)} runs: give one per run, "
+                           "comma-separated, in the order of the runs")
     paths = [Path(d) for d in run_dirs]
     is_teacher = [p.suffix == ".jsonl" for p in paths]
     if all(is_teacher):
-        raise ValueError("a teacher thoughts file is compared on the documents of an lm-eval run: "
+        raise CompareError("a teacher thoughts file is compared on the documents of an lm-eval run: "
                          "give at least one lm-eval output directory")
     runs: list[Run | None] = [None if t else load_run(p, names[i] if names else None)
                               for i, (p, t) in enumerate(zip(paths, is_teacher, strict=True))]
@@ -91,7 +93,7 @@ def shared_tasks(runs: list[Run], notes: list[str]) -> list[str]:
             notes.append(f"{t}: left out, not in {', '.join(r.name for r in runs if t not in r.samples)} "
                          f"(only in {', '.join(r.name for r in runs if t in r.samples)})")
     if not tasks:
-        raise ValueError("the runs share no task")
+        raise CompareError("the runs share no task")
     return tasks
 
 
@@ -109,7 +111,7 @@ def metrics_of(runs: list[Run], task: str, notes: list[str]):
         other = next((r for r, ms in zip(lm_runs, per_run, strict=True) if ms[name].aggregation != metric.aggregation),
                      None)
         if other:
-            raise ValueError(f"{task}: {lm_runs[0].name} aggregates {name} by {metric.aggregation}, {other.name} by "
+            raise CompareError(f"{task}: {lm_runs[0].name} aggregates {name} by {metric.aggregation}, {other.name} by "
                              f"another function; rerun them with one version of the task")
         chosen.append(metric)
     for r in lm_runs:  # the report must say what lm-eval said: recompute each run's own value on its documents

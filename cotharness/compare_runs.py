@@ -14,6 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from harness_tasks import manifest
+from harness_tasks.errors import UserError
+
+
+class CompareError(UserError, ValueError):
+    """Runs that cannot be compared as given; the message says what to change."""
+
+
+class MissingRunError(UserError, FileNotFoundError):
+    """A run argument that is not there or holds no lm-eval output."""
 
 SERVER_COUNTS = "the teacher's API server (meta.thoughts.tokens_out, all attempts of a row)"
 
@@ -30,15 +39,17 @@ class Run:
 
 def results_file(path: Path) -> Path:
     """The one lm-eval results file of a run argument: ``path`` itself, or the only one under it."""
+    if not path.exists():
+        raise MissingRunError(f"{path}: no such folder or file (give lm-eval's --output_path folder of the run)")
     if path.is_file():
         if not (path.name.startswith("results_") and path.suffix == ".json"):
-            raise ValueError(f"{path}: neither an lm-eval output directory, a results_*.json nor a .jsonl thoughts file")
+            raise CompareError(f"{path}: neither an lm-eval output directory, a results_*.json nor a .jsonl thoughts file")
         return path
     found = sorted(path.rglob("results_*.json"))
     if not found:
-        raise FileNotFoundError(f"{path}: no lm-eval results_*.json (run lm_eval with --output_path {path})")
+        raise MissingRunError(f"{path}: no lm-eval results_*.json (run lm_eval with --output_path {path})")
     if len(found) > 1:  # lm-eval adds one per run into the same folder; the newest is not always the one meant
-        raise ValueError(f"{path} holds {len(found)} lm-eval results files ({', '.join(map(str, found))}); "
+        raise CompareError(f"{path} holds {len(found)} lm-eval results files ({', '.join(map(str, found))}); "
                          "give the one to compare as the run argument instead of the folder")
     return found[0]
 
@@ -51,18 +62,18 @@ def load_run(path: Path, name: str | None = None) -> Run:
     try:
         results = json.loads(found.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{found}: invalid JSON ({err.msg}, line {err.lineno})") from None
+        raise CompareError(f"{found}: invalid JSON ({err.msg}, line {err.lineno})") from None
     run = Run(name or _model_name(results, path), results, path=path, files=[_file(found)])
     for task in results["results"]:
         samples_file = found.parent / f"samples_{task}_{stamp}.jsonl"
         if not samples_file.is_file():
-            raise FileNotFoundError(f"{found.parent}: no samples_{task}_{stamp}.jsonl; rerun with --log_samples")
+            raise MissingRunError(f"{found.parent}: no samples_{task}_{stamp}.jsonl; rerun with --log_samples")
         run.files.append(_file(samples_file))
         run.samples[task] = {}
         for line in samples_file.read_text().splitlines():
             sample = json.loads(line)
             if sample["doc_id"] in run.samples[task]:  # lm-eval logs a document once per filter
-                raise ValueError(f"{samples_file}: document {sample['doc_id']} twice (several filters?); "
+                raise CompareError(f"{samples_file}: document {sample['doc_id']} twice (several filters?); "
                                  "cotharness compare reads runs with one filter per task")
             run.samples[task][sample["doc_id"]] = sample
     return run
@@ -107,7 +118,7 @@ def check_names(runs: list[Run], names_given: bool) -> None:
     twice = {n: p for n, p in seen.items() if len(p) > 1}
     if twice:
         name, paths = next(iter(twice.items()))
-        raise ValueError(f"{len(paths)} runs are named {name!r} ({', '.join(paths)}): give each a name with "
+        raise CompareError(f"{len(paths)} runs are named {name!r} ({', '.join(paths)}): give each a name with "
                          f"--names {','.join(f'name{i + 1}' for i in range(len(runs)))}")
 
 
@@ -139,17 +150,17 @@ def pair_documents(runs: list[Run], task: str, intersect: bool = False,
             why = _same_document(first[d], r.samples[task][d], fields)
             if why:
                 doc = first[d].get("doc") or {}
-                raise ValueError(f"{task}: runs {runs[0].name} and {r.name} evaluated different documents: "
+                raise CompareError(f"{task}: runs {runs[0].name} and {r.name} evaluated different documents: "
                                  f"they differ on document {d} (id {doc.get('id')!r}) {why}")
     if all(len(i) == len(shared) for i in ids.values()):
         return shared, None
     counts = ", ".join(f"{r.name} {len(ids[r.name])}" + (f" ({Path(r.teacher['path']).name})" if r.teacher else "")
                        for r in runs)
     if not intersect:
-        raise ValueError(f"{task}: the runs evaluated different documents ({counts}; {len(shared)} in all of "
+        raise CompareError(f"{task}: the runs evaluated different documents ({counts}; {len(shared)} in all of "
                          "them); rerun on the same documents, or pass --intersect to compare on the shared ones")
     if not shared:
-        raise ValueError(f"{task}: the runs share no document ({counts})")
+        raise CompareError(f"{task}: the runs share no document ({counts})")
     return shared, {r.name: {"documents": len(ids[r.name]), "lost": len(ids[r.name]) - len(shared)} for r in runs}
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cotharness.compare_runs import Run, mean_tokens
+from cotharness.compare_runs import CompareError, Run, mean_tokens
 from cotharness.compare_stats import WILSON_NOTE, Metric, ci_cell, estimates, fmt, mcnemar
 
 KEYS = ("metric", "pass_metric", "pass_at", "unscored_metric", "min", "max")
@@ -35,11 +35,11 @@ def spec_of(runs: list[Run], task: str) -> dict | None:
     if not any(specs):
         return None
     if any(s != specs[0] for s in specs):
-        raise ValueError(f"{task}: the runs score documents differently ({specs[0]} vs "
+        raise CompareError(f"{task}: the runs score documents differently ({specs[0]} vs "
                          f"{next(s for s in specs if s != specs[0])}); rerun them with one version of the task")
     missing = [k for k in KEYS if k not in specs[0]]
     if missing:
-        raise ValueError(f"{task}: metadata.per_doc_score lacks {missing}")
+        raise CompareError(f"{task}: metadata.per_doc_score lacks {missing}")
     return specs[0]
 
 

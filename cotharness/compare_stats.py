@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cotharness.compare_runs import CompareError
 from harness_tasks import metrics
 
 BOOTSTRAP = 10_000
@@ -47,10 +48,10 @@ def task_metrics(results: dict, task: str) -> list[Metric]:
 
 def _metric(task: str, name: str, declared) -> Metric:
     if not isinstance(declared, str):
-        raise ValueError(f"{task}: metric {name}'s aggregation is recorded as {declared!r}, not a name or source")
+        raise CompareError(f"{task}: metric {name}'s aggregation is recorded as {declared!r}, not a name or source")
     agg = metrics.aggregation_name(declared)
     if agg not in metrics.AGGREGATIONS:
-        raise ValueError(f"{task}: metric {name} is aggregated by {agg!r}, which cotharness compare does not know "
+        raise CompareError(f"{task}: metric {name} is aggregated by {agg!r}, which cotharness compare does not know "
                          f"(known: {', '.join(metrics.AGGREGATIONS)})")
     point = metrics.AGGREGATIONS[agg]
     if declared == agg:  # a name from lm-eval's registry ("mean"): lm-eval called its own function

@@ -8,14 +8,17 @@
 5. compare: ``results/demo/summary.{md,csv,json}``, confusion matrices and bars, and the table.
 
 Every stage is resumable: a finished stage is skipped, an interrupted training run resumes from its
-last checkpoint, and an evaluation is redone whole. A base or adapter made with another seed or
-training config is made again, never reused.
+last checkpoint, and an evaluation is redone whole; Ctrl-C says which. A base or adapter made with
+another seed or training config is made again, never reused. The default config is the project's own
+(found beside this package, not in the working directory), so the demo runs from any folder.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -27,7 +30,8 @@ console = Console(stderr=True)
 BASE_SHAPE = {"hidden_size": 128, "layers": 4, "heads": 4, "kv_heads": 2, "intermediate_size": 384}
 PRETRAIN_STEPS = 1000  # word-comparison accuracy 0.9925-0.995, by machine (runs/demo/tiny-base/pretrain.json)
 SPLITS = {"train": 2000, "dev": 100, "test": 200}
-CONFIG = Path("configs/train/demo.yaml")
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train" / "demo.yaml"
+RERUN = "rerun the same command"
 # The demo is the end-to-end check; it fails unless fine-tuning adds MIN_GAIN accuracy AND the
 # fine-tuned CI clears chance: the base scores 0 (no parseable answer), so format alone gives ~+50.
 MIN_GAIN = 0.30
@@ -56,13 +60,29 @@ def build_base(path: Path, seed: int = 0) -> bool:
     return True
 
 
-def fine_tune(config: Path, base: Path, data: Path, out: Path, seed: int = 0) -> Path:
+@contextmanager
+def kept(what: str) -> Iterator[None]:
+    """Ctrl-C in this stage ends the command with one line saying ``what`` was kept and how to go on."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(what) from None
+
+
+def training_config(config: Path, base: Path, data: Path, out: Path, seed: int = 0):
+    """The demo's training config: ``config`` with the demo's base, data, output and seed. Read before
+    anything is built, so that a missing or wrong config costs no pre-training."""
     from trainer.config import load_config
+
+    return load_config(config, {"output_dir": str(out), "model": {"base_model": str(base)},
+                                "data": {"train_file": str(data / "train.jsonl"), "eval_file": str(data / "dev.jsonl")},
+                                "training": {"seed": seed}})
+
+
+def fine_tune(config: Path, base: Path, data: Path, out: Path, seed: int = 0) -> Path:
     from trainer.train import RUN_FILE, train
 
-    cfg = load_config(config, {"output_dir": str(out), "model": {"base_model": str(base)},
-                               "data": {"train_file": str(data / "train.jsonl"), "eval_file": str(data / "dev.jsonl")},
-                               "training": {"seed": seed}})
+    cfg = training_config(config, base, data, out, seed)
     run_file = out / RUN_FILE
     if run_file.is_file():
         record = json.loads(run_file.read_text())
@@ -134,19 +154,26 @@ def run(out_dir: Path = Path("results/demo"), work: Path = Path("runs/demo"), co
     from datagen.cli import write_synthetic
 
     base = work / "tiny-base"
-    if build_base(base, seed):
-        shutil.rmtree(work / "lora", ignore_errors=True)  # an adapter trained on a previous base is stale
-    console.rule("2/5 synthetic NLI data")
-    splits = write_synthetic(work / "data", SPLITS)
-    adapter = fine_tune(config, base, work / "data", work / "lora", seed)
-    runs = [evaluate("base", f"pretrained={base}", splits["test"], out_dir / "lm_eval" / "base", limit),
-            evaluate("fine-tuned", f"pretrained={base},peft={adapter}", splits["test"], out_dir / "lm_eval" / "tuned",
-                     limit)]
-    console.rule("5/5 comparison")
-    names = ["tiny-base", "tiny-base + LoRA"]
-    report = compare(runs, out_dir, names=names)
-    print_table(report["rows"])
-    by_family(report["runs"], splits["test"], out_dir)
+    settings = training_config(config, base, work / "data", work / "lora", seed)
+    with kept(f"no pre-trained base yet (pre-training keeps nothing until it ends); {RERUN} to start it again"):
+        if build_base(base, seed):
+            shutil.rmtree(work / "lora", ignore_errors=True)  # an adapter trained on a previous base is stale
+    with kept(f"the pre-trained base in {base}; {RERUN} to go on from the data"):
+        console.rule("2/5 synthetic NLI data")
+        splits = write_synthetic(work / "data", SPLITS)
+    every = settings.training.get("save_steps")
+    with kept(f"the base in {base} and the training checkpoints in {work / 'lora'}"
+              f"{f' (one every {every} steps)' if every else ''}; {RERUN} to resume from the last one"):
+        adapter = fine_tune(config, base, work / "data", work / "lora", seed)
+    with kept(f"the base and the adapter in {work}; {RERUN}: it reuses them and redoes only the evaluation"):
+        runs = [evaluate("base", f"pretrained={base}", splits["test"], out_dir / "lm_eval" / "base", limit),
+                evaluate("fine-tuned", f"pretrained={base},peft={adapter}", splits["test"],
+                         out_dir / "lm_eval" / "tuned", limit)]
+        console.rule("5/5 comparison")
+        names = ["tiny-base", "tiny-base + LoRA"]
+        report = compare(runs, out_dir, names=names)
+        print_table(report["rows"])
+        by_family(report["runs"], splits["test"], out_dir)
     acc = {r["model"]: r for r in report["rows"] if r["metric"] == "acc"}
     gain = acc["tiny-base + LoRA"]["value"] - acc["tiny-base"]["value"]
     console.print(f"fine-tuning changed nli_cot accuracy by {gain:+.1%} on "

@@ -2,8 +2,9 @@
 
 Differences from plain ``lm_eval`` (everything else is passed through untouched):
 - ``harness_tasks/`` is always on the task search path (in addition to any ``--include_path``);
-- before the model loads, ``--metadata`` keys are checked against the selected tasks' loaders (a typo
-  is an error with a did-you-mean) and each task's data is loaded once, so a bad file fails in seconds;
+- before the model loads, every argument a user can get wrong is checked (``cotharness/eval_inputs.py``):
+  the options, the task names, the ``--model_args`` keys and paths, the ``--metadata`` keys (a typo
+  is an error with a did-you-mean), and each task's data is loaded once, so a bad file fails in seconds;
 - ``--model hf`` (lm-eval's default) becomes ``hf-cot`` (``harness_tasks/hf_model.py``): ``load_in_4bit=True``
   and ``bnb_4bit_*`` work on transformers 5, an adapter is merged into an unquantized base, and the
   batch size defaults to ``auto``, sized for generation from the prompts and free memory;
@@ -26,20 +27,62 @@ from harness_tasks.manifest import write_atomic, write_csv_atomic
 from harness_tasks.tasks import TASKS_DIR, schema_for
 
 HF_ALIASES = {"hf", "hf-auto", "huggingface"}
+USAGE = "cotharness eval --tasks <task>[,<task>] --model_args pretrained=<dir or hub id>[,peft=<adapter>,...] [options]"
+HELP = """\
+cotharness eval: lm-eval's `run`, with this project's tasks and its inputs checked before a model loads.
+What cotharness adds to lm-eval (every lm-eval option below works as in `lm_eval run`):
+
+  --tasks        this project's tasks (harness_tasks/) are always found, besides any --include_path;
+                 a name neither knows is an error with a did-you-mean
+  --model hf     (lm-eval's default) runs as hf-cot: load_in_4bit=True / load_in_8bit=True and
+                 bnb_4bit_* work on transformers 5 (NF4, double quantisation, bf16 compute);
+                 peft=ADAPTER is merged into an unquantized base (merge_peft=False keeps it apart)
+  --model_args   each key is checked (did-you-mean); pretrained=, peft=, tokenizer= given as a path
+                 must exist, and a hub id not in the cache is looked up once, not retried for 30 s
+  --batch_size   default here: auto, sized for generation from the prompts, max_gen_toks and free
+                 memory (lm-eval's own default is 1)
+  --limit        above 0: a number of documents, or a fraction of them below 1
+  --metadata     JSON of a task's data settings, checked (with the data) before the model loads:
+{metadata}
+  --output_path  samples are logged (--log_samples is implied), and each CoT task also gets
+                 predictions_<task>_<time>.csv (id, predicted label, how it was parsed, gold label)
+                 and per_class_<task>_<time>.json (per-class precision/recall/F1 and confusion
+                 matrix, also printed)
+  --debug        show the traceback of an error too (or COTHARNESS_DEBUG=1)
+
+lm-eval's own options:
+"""
 
 
 def main(argv: list[str]) -> int:
+    """``cotharness eval ARGS``; 0 when lm-eval ran. A mistake in the arguments raises EvalInputError
+    (or the data file's DataFileError) before any model loads."""
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
 
+    from cotharness import eval_inputs
     from harness_tasks import hf_model
+    from harness_tasks.judge import JudgeError
 
+    argv = list(argv)
+    if not argv or argv[0] not in ("run", "ls", "validate"):
+        argv = ["run", *argv]  # like lm_eval's legacy form
     setup_logging()
     cli = HarnessCLI()
-    if not argv or argv[0] not in ("run", "ls", "validate"):
-        argv = ["run", *argv]  # like lm_eval's legacy form, and `cotharness eval --help` shows run's help
+    # lm-eval 0.4.13 keeps its argparse parsers private; they are reached to make their errors one line
+    parsers = cli._subparsers.choices
+    eval_inputs.raise_usage_errors([cli._parser, *parsers.values()], parsers["run"])
+    if argv[0] == "run" and (argv == ["run"] or "-h" in argv or "--help" in argv):
+        print_help(parsers["run"])
+        return 0
+    eval_inputs.check_json(argv, parsers["run"])
     sys.argv = ["lm_eval", *argv]  # HarnessCLI reads sys.argv
-    args = cli.parse_args()
+    try:
+        args = cli.parse_args()
+    except eval_inputs.EvalInputError:
+        raise
+    except ValueError as err:  # an lm-eval action's own reading of a value
+        raise eval_inputs.EvalInputError(f"{err} {eval_inputs.HELP_HINT}") from None
     args.include_path = [p for p in (getattr(args, "include_path", None), str(TASKS_DIR)) if p]
     if args.command != "run":
         cli.execute(args)
@@ -48,28 +91,17 @@ def main(argv: list[str]) -> int:
         args.model = hf_model.NAME  # lm-eval's default model is hf
     if args.model == hf_model.NAME and getattr(args, "batch_size", None) is None:
         args.batch_size = "auto"  # lm-eval's default is 1; hf-cot sizes generation batches to the memory
-    missing = _missing_local_paths(args.model_args)
-    if missing:
-        print(f"error: {missing}", file=sys.stderr)
-        return 2
-    from harness_tasks.data_files import DataFileError
-    from harness_tasks.judge import JudgeError
-
     try:
-        problem = check_inputs(args)
-    except (DataFileError, JudgeError) as err:  # the user's data file or judge settings, said in one line
-        problem = str(err)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        check_inputs(args)
+    except JudgeError as err:  # the judge's settings or server, said in one line
+        raise eval_inputs.EvalInputError(str(err)) from None
     if args.output_path:
         args.log_samples = True
     before = _samples(args.output_path)
     try:
         cli.execute(args)
-    except (DataFileError, JudgeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except JudgeError as err:
+        raise eval_inputs.EvalInputError(str(err)) from None
     if os.environ.get("RANK", "0") != "0":
         return 0  # under accelerate/torchrun only rank 0 saves samples, so only it writes predictions
     for samples in sorted(_samples(args.output_path) - before):
@@ -83,38 +115,42 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def check_inputs(args) -> str | None:
-    """Before any model loads: the ``--metadata`` keys are ones the selected tasks read (a typo would
-    silently score the bundled sample), and each task's data loads. Returns the problem, if any;
-    a bad file raises DataFileError. Warnings (keys passed on to a task not of this project) are printed."""
+def print_help(run_parser) -> None:
+    """What cotharness adds, then lm-eval's ``run`` help with its usage and defaults as they are here."""
+    from cotharness.eval_inputs import metadata_help
+
+    run_parser.usage = USAGE
+    run_parser.description = None
+    run_parser.epilog = None  # its examples are for `lm-eval run`
+    for action in run_parser._actions:
+        if action.dest == "batch_size":
+            action.help = "Batch size: 'auto' (the default here for --model hf), 'auto:N', or an integer"
+        elif action.dest == "model":
+            action.help = "Model name (default: hf, which runs as hf-cot here)"
+        if action.metavar == "<bool>":  # a value, unlike a flag's; said so that it does not read as a flag
+            action.metavar = "true|false"
+    print(HELP.format(metadata=metadata_help()))
+    run_parser.print_help()
+
+
+def check_inputs(args) -> None:
+    """Before any model loads: the options, the task names, the model's arguments and paths, the
+    ``--metadata`` keys (a typo would silently score the bundled sample) and each task's data. Raises
+    EvalInputError (or the data file's DataFileError); warnings (keys passed on to a task not of this
+    project) are printed."""
     from cotharness import eval_inputs
+    from harness_tasks import hf_model
 
-    if not args.tasks:
-        return None  # tasks from a --config file: lm-eval checks them
-    metadata = args.metadata or {}
-    ours, others = eval_inputs.select(args.tasks)
-    errors, warnings = eval_inputs.check_keys(metadata, ours, others)
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    if errors:
-        return errors[0]
-    eval_inputs.check_data(metadata, ours)
-    return None
-
-
-LOCAL_PREFIXES = ("/", "./", "../", "~")
-
-
-def _missing_local_paths(model_args) -> str | None:
-    """A model, adapter or tokenizer given as a local path (absolute, ./ or ~) that does not exist: said in
-    one line, before lm-eval would take it for a hub id and fail deep inside transformers."""
-    if not isinstance(model_args, dict):
-        return None
-    for key in ("pretrained", "peft", "tokenizer"):
-        value = model_args.get(key)
-        if isinstance(value, str) and value.startswith(LOCAL_PREFIXES) and not Path(value).expanduser().exists():
-            return f"--model_args {key}={value}: no such directory (a hub id has no leading '/', './' or '~')"
-    return None
+    eval_inputs.check_run_options(args)
+    if args.tasks:  # else from a --config file: lm-eval checks them
+        eval_inputs.check_tasks(args.tasks, args.include_path)
+    model_args = args.model_args if isinstance(args.model_args, dict) else {}
+    eval_inputs.check_model_paths(model_args)
+    if args.model == hf_model.NAME:
+        eval_inputs.check_model_args(model_args)
+    if args.tasks:
+        for warning in eval_inputs.check_metadata_keys_and_data(args.metadata or {}, args.tasks):
+            print(f"warning: {warning}", file=sys.stderr)
 
 
 def _samples(output_path: str | None) -> set[Path]:

@@ -16,7 +16,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from cotharness.compare_runs import Run
+from cotharness.compare_runs import CompareError, MissingRunError, Run
 from datagen.store import sidecar
 from harness_tasks import manifest, metrics
 from harness_tasks.data_files import read_rows
@@ -37,17 +37,17 @@ def load_teacher(path: Path, reference: Run, name: str | None = None, task_name:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such teacher thoughts file")
+        raise MissingRunError(f"{path}: no such teacher thoughts file")
     info_file = sidecar(path, "manifest")
     try:
         info = json.loads(info_file.read_text()) if info_file.is_file() else {}
     except json.JSONDecodeError as err:
-        raise ValueError(f"{info_file}: invalid JSON ({err.msg}, line {err.lineno})") from None
+        raise CompareError(f"{info_file}: invalid JSON ({err.msg}, line {err.lineno})") from None
     task_name = info.get("task") or task_name
     try:
         task = get_task(task_name)
     except KeyError as err:
-        raise ValueError(f"{path}: {err.args[0]}") from None
+        raise CompareError(f"{path}: {err.args[0]}") from None
     s = task.schema
 
     candidates: dict[tuple, list[tuple[int, dict]]] = {}
@@ -55,7 +55,7 @@ def load_teacher(path: Path, reference: Run, name: str | None = None, task_name:
         missing = [f for f in task.fields if not isinstance(row.get(f), str)]
         missing += [k for k in (s.thought_key, s.label_key) if k not in row]
         if missing:
-            raise ValueError(f"{path}:{lineno}: no {', '.join(missing)}: not a thoughts file of task {task_name} "
+            raise CompareError(f"{path}:{lineno}: no {', '.join(missing)}: not a thoughts file of task {task_name} "
                              "(`cotharness datagen thoughts` output)")
         candidates.setdefault(_key(row, task.fields), []).append((lineno, row))
     rows = [r for rows in candidates.values() for _, r in rows]
@@ -67,7 +67,7 @@ def load_teacher(path: Path, reference: Run, name: str | None = None, task_name:
     # of a variant scored otherwise (nli_direct ranks two answer words by likelihood).
     lm_tasks = [t for t in reference.samples if t == task_name]
     if not lm_tasks:
-        raise ValueError(f"{path}: {reference.name} has no {task_name} results (it has "
+        raise CompareError(f"{path}: {reference.name} has no {task_name} results (it has "
                          f"{sorted(reference.samples)}); set the teacher's task with --teacher-task")
 
     files = [{"path": str(f), "sha256": manifest.sha256_file(f)} for f in (path, info_file) if f.is_file()]
@@ -82,7 +82,7 @@ def load_teacher(path: Path, reference: Run, name: str | None = None, task_name:
         for doc_id, ref in reference.samples[lm_task].items():
             doc = ref["doc"]
             if any(f not in doc for f in task.fields):
-                raise ValueError(f"{reference.name}: {lm_task} documents lack the fields {task.fields} of "
+                raise CompareError(f"{reference.name}: {lm_task} documents lack the fields {task.fields} of "
                                  f"task {task_name}")
             gold = s.to_label(doc.get("label"))
             found = unused.get(_key(doc, task.fields))
@@ -102,9 +102,9 @@ def load_teacher(path: Path, reference: Run, name: str | None = None, task_name:
             samples[doc_id] = _sample(task, doc_id, ref, row, lineno)
         if wrong_gold:
             more = f" (and {len(wrong_gold) - 1} more)" if len(wrong_gold) > 1 else ""
-            raise ValueError(f"{lm_task}: gold labels disagree: {wrong_gold[0]}{more}")
+            raise CompareError(f"{lm_task}: gold labels disagree: {wrong_gold[0]}{more}")
         if not samples:
-            raise ValueError(f"{path}: no row matches a document of {reference.name} ({lm_task}) on "
+            raise CompareError(f"{path}: no row matches a document of {reference.name} ({lm_task}) on "
                              f"{', '.join(task.fields)}; is it the same data?")
         run.samples[lm_task] = samples
         run.teacher["documents"][lm_task] = {"matched": len(samples),

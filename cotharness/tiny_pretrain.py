@@ -54,7 +54,15 @@ def pretrain(model_dir: str | Path, steps: int = 1000, batch_size: int = 32, lin
     leaves the untrained model, never a half-written one. Records ``pretrain.json`` beside the weights.
     """
     import torch
-    from rich.progress import Progress
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from datagen.synthetic_nli import vocabulary
@@ -69,9 +77,14 @@ def pretrain(model_dir: str | Path, steps: int = 1000, batch_size: int = 32, lin
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.1)
     losses = []
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("pre-training the tiny base (generic word comparisons)", total=steps)
-        for _ in range(steps):
+    console = Console(stderr=True)
+    # a bar on a terminal; on a pipe or a CI log, where rich draws nothing, a line every tenth of the way
+    every = 0 if console.is_terminal else max(1, steps // 10)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+               TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
+        task = bar.add_task("pre-training the tiny base", total=steps, loss="-")
+        for step in range(1, steps + 1):
             rows = [" ".join(equality_line(rng, words) for _ in range(lines_per_row)) for _ in range(batch_size)]
             enc = tokenizer(rows, return_tensors="pt", padding=True)
             labels = enc.input_ids.masked_fill(enc.attention_mask == 0, -100)
@@ -82,7 +95,9 @@ def pretrain(model_dir: str | Path, steps: int = 1000, batch_size: int = 32, lin
             schedule.step()
             optimizer.zero_grad()
             losses.append(loss.item())
-            bar.update(task, advance=1, description=f"pre-training the tiny base, loss {loss.item():.3f}")
+            bar.update(task, advance=1, loss=f"{losses[-1]:.3f}")
+            if progress and every and (step % every == 0 or step == steps):
+                console.print(f"pre-training the tiny base: step {step}/{steps}, loss {losses[-1]:.3f}")
     record = {"steps": steps, "batch_size": batch_size, "lines_per_row": lines_per_row,
               "learning_rate": learning_rate, "seed": seed, "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
               "equality_accuracy": equality_accuracy(model, tokenizer, words),

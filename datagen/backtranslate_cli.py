@@ -15,65 +15,52 @@ stopped early (e.g. ``--max-cost``) exits 3 with its rows saved, one that ends w
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from datagen.cli_checks import (
+    OneLineCommand,
+    OneLineGroup,
+    UsageError,
+    api_key_for,
+    backend_settings,
+    one_line,
+)
 from datagen.cli_options import (
+    Adapter,
+    Backend,
+    BatchSize,
+    Concurrency,
+    Device,
     DryRun,
+    Force,
+    FourBit,
     Limit,
     MaxCost,
+    Poll,
     Prices,
     RedoChanged,
     Retries,
     RetryFailed,
     Rpm,
+    Seed,
+    ServerUrl,
     Timeout,
     Tpm,
 )
-from harness_tasks.errors import UserError
 
-app = typer.Typer(no_args_is_help=True, help="Instruction backtranslation: seed pairs for a backward model, "
-                                             "and the instructions it writes for unlabelled responses.")
+app = typer.Typer(no_args_is_help=True, cls=OneLineGroup,
+                  help="Instruction backtranslation: seed pairs for a backward model, and the instructions it "
+                       "writes for unlabelled responses.")
 
 FromConfig = "default: configs/datagen/backtranslate.yaml"
 Config = Annotated[Path | None, typer.Option(help="Settings YAML read over configs/datagen/backtranslate.yaml.")]
-ServerUrl = Annotated[str | None, typer.Option(help="Any server with Mistral/OpenAI chat completions (vLLM, "
-                                                    "llama.cpp); without it, the Mistral API.")]
-Adapter = Annotated[Path | None, typer.Option(help="A PEFT adapter on the local model (a `cotharness train` run).")]
-FourBit = Annotated[bool, typer.Option(help="Load the local model in 4-bit NF4 (as QLoRA adapters are trained).")]
-Device = Annotated[str | None, typer.Option(help="Local model: cuda, cuda:1, cpu (default: cuda if available).")]
-Temperature = Annotated[float | None, typer.Option(min=0, help=f"Sampling temperature ({FromConfig}).")]
+Temperature = Annotated[float | None, typer.Option(min=0, max=2, help=f"Sampling temperature ({FromConfig}).")]
 MaxTokens = Annotated[int | None, typer.Option(min=1, help=f"Most tokens per answer ({FromConfig}).")]
-Concurrency = Annotated[int | None, typer.Option(min=1, help=f"Requests in flight ({FromConfig}).")]
 Reprompts = Annotated[int | None, typer.Option(min=0, help=f"Re-asks after an unusable answer ({FromConfig}).")]
-
-
-class UsageError(UserError):
-    pass
-
-
-@contextmanager
-def fail_cleanly():
-    """The errors ``datagen.cli.run_or_exit`` turns into one line, plus this module's own."""
-    from datagen.backends.base import FatalBackendError
-    from datagen.pipeline import UsageError as PipelineUsageError
-    from datagen.runner import ChangedRequestsError
-    from datagen.store import OutputLockedError
-    from harness_tasks.data_files import DataFileError
-    from harness_tasks.secrets import MissingKeyError, redact
-
-    try:
-        yield
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished rows are saved; rerun the same command to continue", err=True)
-        raise typer.Exit(130) from None
-    except (UsageError, PipelineUsageError, DataFileError, ChangedRequestsError, MissingKeyError,
-            OutputLockedError, FatalBackendError, FileNotFoundError, NotADirectoryError) as err:
-        typer.echo(f"error: {redact(str(err))}", err=True)
-        raise typer.Exit(2) from None
+FromSettings = f"({FromConfig})"
 
 
 def _options(concurrency: int, max_reprompts: int, **kw):
@@ -82,20 +69,21 @@ def _options(concurrency: int, max_reprompts: int, **kw):
     return Options(concurrency=concurrency, max_reprompts=max_reprompts, **kw)
 
 
-@app.command()
+@app.command(cls=OneLineCommand)
 def inverse(
     input: Annotated[Path, typer.Option(help="Seed (instruction, response) pairs, CSV or JSONL.")],
     out: Annotated[Path, typer.Option(help="Directory for train.jsonl, dev.jsonl and manifest.json.")],
     instruction_column: Annotated[str, typer.Option(help="The instruction's column.")] = "instruction",
     response_column: Annotated[str, typer.Option(help="The response's column.")] = "response",
-    dev_fraction: Annotated[float, typer.Option(help="Share of distinct responses held out for eval loss.")] = 0.05,
-    seed: Annotated[int, typer.Option(help="Same seed, same split.")] = 0,
+    dev_fraction: Annotated[float, typer.Option(min=0, max=0.99, help="Share of distinct responses held out for "
+                                                                        "eval loss.")] = 0.05,
+    seed: Seed = 0, force: Force = False,
 ):
     """Seed pairs -> training rows for the backward model (data.task: backward), checked and split."""
     from datagen.backtranslate_inverse import invert
 
-    with fail_cleanly():
-        result = invert(input, out, instruction_column, response_column, dev_fraction, seed)
+    with one_line("each file is either complete or untouched; rerun with --force"):
+        result = invert(input, out, instruction_column, response_column, dev_fraction, seed, force)
     typer.echo(f"{input}: {result.read} rows read; {len(result.train)} train and {len(result.dev)} dev pairs "
                f"written to {out}/")
     if result.duplicates:
@@ -105,27 +93,26 @@ def inverse(
                    f"{out}/manifest.json)")
 
 
-@app.command()
+@app.command(cls=OneLineCommand)
 def augment(
     input: Annotated[Path, typer.Option(help="Unlabelled responses, CSV or JSONL (a response column, optional id).")],
     out: Annotated[Path, typer.Option(help="Output JSONL of {id, response, instruction}; rerun to resume.")],
-    model: Annotated[str | None, typer.Option(help="The backward model's name on a server (--server-url) "
-                                                   "or the Mistral API.")] = None,
-    server_url: ServerUrl = None,
-    local_model: Annotated[Path | None, typer.Option(help="Or a local base model directory (with --adapter: "
-                                                          "the backward model trained here).")] = None,
+    model: Annotated[str | None, typer.Option(help="The backward model: its name on the server or API, or with "
+                                                   "--backend hf a local base model directory (+ --adapter: "
+                                                   "the backward model trained here).")] = None,
+    backend: Backend = "mistral", server_url: ServerUrl = None,
     adapter: Adapter = None, load_in_4bit: FourBit = False, device: Device = None,
     temperature: Temperature = None,
-    top_p: Annotated[float | None, typer.Option(min=0, max=1, help=f"Nucleus sampling ({FromConfig}).")] = None,
+    top_p: Annotated[float | None, typer.Option(min=0.01, max=1, help=f"Nucleus sampling {FromSettings}.")] = None,
     max_tokens: MaxTokens = None,
-    seed: Annotated[int | None, typer.Option(help=f"Sampling seed ({FromConfig}).")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help=f"--local-model: prompts per generate call "
-                                                               f"({FromConfig}).")] = None,
-    concurrency: Concurrency = None, max_reprompts: Reprompts = None, limit: Limit = None,
+    seed: Annotated[int | None, typer.Option(min=0, help=f"Sampling seed {FromSettings}.")] = None,
+    batch_size: BatchSize = None, concurrency: Concurrency = None, max_reprompts: Reprompts = None,
+    limit: Limit = None,
     response_column: Annotated[str, typer.Option(help="The response's column.")] = "response",
     config: Config = None, dry_run: DryRun = False, timeout: Timeout = 120.0, rpm: Rpm = None, tpm: Tpm = None,
     max_retries: Retries = 6, max_cost: MaxCost = None, retry_failed: RetryFailed = False,
-    redo_changed: RedoChanged = False, prices: Prices = None,
+    redo_changed: RedoChanged = False, prices: Prices = None, poll_interval: Poll = 30.0,
+    local_model: Annotated[Path | None, typer.Option(hidden=True, help="Renamed: --backend hf --model DIR.")] = None,
 ):
     """The backward model writes the instruction each unlabelled response answers.
 
@@ -135,33 +122,38 @@ def augment(
     from datagen.cli import finish
     from datagen.pipeline import StageRun, run
 
-    with fail_cleanly():
-        if (model is None) == (local_model is None):
-            raise UsageError("give the backward model as --model NAME (a server or the API) or as --local-model "
-                             "DIR [--adapter RUN_DIR], not both")
-        local = local_model is not None
-        if local and server_url:
-            raise UsageError("--server-url goes with --model; --local-model runs in this process")
-        if not local and (adapter or load_in_4bit or device):
-            raise UsageError("--adapter, --load-in-4bit and --device go with --local-model")
+    with one_line():
+        if local_model is not None:
+            # the spelling before one grammar; model cards of earlier runs still print it
+            if model is not None or backend != "mistral":
+                raise UsageError("--local-model DIR is the old spelling of --backend hf --model DIR: give one")
+            typer.echo("note: --local-model is renamed: --backend hf --model DIR", err=True)
+            backend, model = "hf", str(local_model)
+        if model is None:
+            raise UsageError("--model is required: the backward model's name on the server or API, or with "
+                             "--backend hf its local directory")
         s, record = backtranslate_settings.load(config, "augment", dict(
             temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, batch_size=batch_size,
             concurrency=concurrency, max_reprompts=max_reprompts))
+        local = backend == "hf"
+        # A model fine-tuned by `cotharness train` saw the project's instruction wrapper, not a chat template
+        in_flight, backend_args = backend_settings(
+            backend, model, server_url, concurrency=concurrency, batch_size=batch_size, adapter=adapter,
+            load_in_4bit=load_in_4bit, device=device, poll_interval=poll_interval,
+            use_chat_template=False if local else None, default_concurrency=s.concurrency,
+            default_batch_size=s.batch_size)
+        api_key_for(backend, server_url, dry_run)
         loaded = read_responses(input, response_column)
         if loaded.duplicates:
             typer.echo(f"{input}: left out {len(loaded.duplicates)} repeated response(s), e.g. line "
                        f"{loaded.duplicates[0][0]} repeats line {loaded.duplicates[0][1]}", err=True)
-        backend_args = {"adapter": adapter, "load_in_4bit": load_in_4bit, "device": device,
-                        "batch_size": s.batch_size, "use_chat_template": False} if local else {}
         cfg = StageRun(
-            stage="augment", input=input, out=out, model=str(local_model) if local else model,
-            backend="hf" if local else "mistral", task="backward", server_url=server_url, limit=limit,
-            dry_run=dry_run, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed,
-            response_format="none", timeout=timeout, prices=prices, backend_args=backend_args,
-            # local: enough requests in flight to fill a batch
-            options=_options(s.batch_size if local else s.concurrency, s.max_reprompts, rpm=rpm, tpm=tpm,
-                             max_retries=max_retries, max_cost=max_cost, retry_failed=retry_failed,
-                             redo_changed=redo_changed),
+            stage="augment", input=input, out=out, model=model, backend=backend, task="backward",
+            server_url=server_url, limit=limit, dry_run=dry_run, temperature=s.temperature, top_p=s.top_p,
+            max_tokens=s.max_tokens, seed=s.seed, response_format="none", timeout=timeout, prices=prices,
+            backend_args=backend_args,
+            options=_options(in_flight, s.max_reprompts, rpm=rpm, tpm=tpm, max_retries=max_retries,
+                             max_cost=max_cost, retry_failed=retry_failed, redo_changed=redo_changed),
             extra={"settings": record, "input_duplicates_left_out": [
                 {"line": line, "first_on_line": first} for line, first in loaded.duplicates]})
         tally = run(cfg, stage=augment_stage(), rows=loaded.rows)
@@ -176,16 +168,15 @@ def curate(
     model: Annotated[str | None, typer.Option(help=f"The judge ({FromConfig}).")] = None,
     threshold: Annotated[int | None, typer.Option(min=1, max=5, help=f"Keep pairs rated at least this "
                                                                      f"({FromConfig}).")] = None,
-    backend: Annotated[str, typer.Option(help="mistral | mistral-batch (half price) | hf (--model is a local "
-                                              "directory).")] = "mistral",
+    backend: Backend = "mistral",
     server_url: ServerUrl = None, temperature: Temperature = None, max_tokens: MaxTokens = None,
-    seed: Annotated[int | None, typer.Option(help="random_seed sent with each request.")] = 0,
-    concurrency: Concurrency = None, max_reprompts: Reprompts = None, limit: Limit = None, config: Config = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="random_seed sent with each request.")] = 0,
+    concurrency: Concurrency = None, batch_size: BatchSize = None, max_reprompts: Reprompts = None,
+    limit: Limit = None, config: Config = None,
     dry_run: DryRun = False, timeout: Timeout = 120.0, rpm: Rpm = None, tpm: Tpm = None, max_retries: Retries = 6,
     max_cost: MaxCost = None, retry_failed: RetryFailed = False, redo_changed: RedoChanged = False,
     prices: Prices = None, adapter: Adapter = None, load_in_4bit: FourBit = False, device: Device = None,
-    poll_interval: Annotated[float, typer.Option(min=0.01, help="mistral-batch: seconds between status checks.")]
-    = 30.0,
+    poll_interval: Poll = 30.0,
 ):
     """A judge rates each (instruction, response) pair 1-5; the pairs rated >= --threshold are kept.
 
@@ -198,21 +189,23 @@ def curate(
     from datagen.pipeline import StageRun, run
     from harness_tasks.secrets import redact
 
-    with fail_cleanly():
+    with one_line():
         if out.suffix != ".jsonl":
             raise UsageError(f"--out {out}: the output is JSONL; name it *.jsonl")
         s, record = backtranslate_settings.load(config, "curate", dict(
             model=model, threshold=threshold, temperature=temperature, max_tokens=max_tokens,
-            concurrency=concurrency, max_reprompts=max_reprompts))
+            concurrency=concurrency, batch_size=batch_size, max_reprompts=max_reprompts))
+        in_flight, backend_args = backend_settings(
+            backend, s.model, server_url, concurrency=concurrency, batch_size=batch_size, adapter=adapter,
+            load_in_4bit=load_in_4bit, device=device, poll_interval=poll_interval,
+            default_concurrency=s.concurrency, default_batch_size=s.batch_size)
+        api_key_for(backend, server_url, dry_run)
         rows = read_pairs(input)[:limit]
-        backend_args = {"hf": {"adapter": adapter, "load_in_4bit": load_in_4bit, "device": device,
-                               "batch_size": s.concurrency},
-                        "mistral-batch": {"poll_interval": poll_interval}}.get(backend, {})
         cfg = StageRun(
             stage="curate", input=input, out=scores_path(out), model=s.model, backend=backend, task="instruct",
             server_url=server_url, dry_run=dry_run, temperature=s.temperature, max_tokens=s.max_tokens, seed=seed,
             response_format="none", timeout=timeout, prices=prices, backend_args=backend_args,
-            options=_options(s.concurrency, s.max_reprompts, rpm=rpm, tpm=tpm, max_retries=max_retries,
+            options=_options(in_flight, s.max_reprompts, rpm=rpm, tpm=tpm, max_retries=max_retries,
                              max_cost=max_cost, retry_failed=retry_failed, redo_changed=redo_changed),
             extra={"settings": record})
         tally = run(cfg, stage=curate_stage(), rows=rows)

@@ -69,11 +69,14 @@ def split(pairs: list[dict], dev_fraction: float, seed: int) -> tuple[list[dict]
 
 
 def invert(input: Path, out: Path, instruction_column: str = "instruction", response_column: str = "response",
-           dev_fraction: float = 0.05, seed: int = 0) -> Inverted:
+           dev_fraction: float = 0.05, seed: int = 0, force: bool = False) -> Inverted:
     """Write ``out/train.jsonl``, ``out/dev.jsonl`` and ``out/manifest.json``; each file is written whole
     (write, then rename), so a killed run leaves the previous version or the new one."""
     if not 0 <= dev_fraction < 1:
         raise DataFileError(f"--dev-fraction {dev_fraction}: must be at least 0 and below 1")
+    from datagen.cli_checks import existing
+
+    existing(out, ("train.jsonl", "dev.jsonl", "manifest.json"), force)
     pairs, duplicates, n_read = read_pairs(input, instruction_column, response_column)
     train, dev = split(pairs, dev_fraction, seed)
     files = {"train": train, "dev": dev} if dev else {"train": train}

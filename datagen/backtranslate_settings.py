@@ -35,6 +35,7 @@ class CurateSettings(_Section):
     threshold: int = Field(ge=1, le=5)
     temperature: float = Field(ge=0)
     max_tokens: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
     concurrency: int = Field(gt=0)
     max_reprompts: int = Field(ge=0)
 

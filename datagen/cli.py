@@ -2,60 +2,66 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
+from datagen.cli_checks import OneLineCommand, OneLineGroup, api_key_for, backend_settings, one_line
 from datagen.cli_options import (
+    Adapter,
+    Backend,
+    BatchSize,
+    Concurrency,
+    Device,
     DryRun,
+    Force,
+    FourBit,
     Limit,
     MaxCost,
+    Poll,
     Prices,
     RedoChanged,
     Retries,
     RetryFailed,
     Rpm,
+    Seed,
+    ServerUrl,
     Timeout,
     Tpm,
 )
 
-app = typer.Typer(no_args_is_help=True, help="Generate training and evaluation data.")
+app = typer.Typer(no_args_is_help=True, cls=OneLineGroup, help="Generate training and evaluation data.")
 
-# Options shared by the teacher stages (thoughts, score, reflect).
+# Options of the teacher stages (thoughts, score, reflect); those every model command shares are in cli_options
 Input = Annotated[Path, typer.Option(help="Rows to process (CSV/JSONL; score/reflect: a thoughts file).")]
-Out = Annotated[Path, typer.Option(help="Output JSONL; rerun with the same --out to resume.")]
-Backend = Annotated[str, typer.Option(help="mistral | mistral-batch (Batch API, half price) | hf (local model).")]
-ServerUrl = Annotated[str | None, typer.Option(help="Any server with Mistral/OpenAI chat completions, e.g. "
-                                                    "http://localhost:8000 (vLLM, llama.cpp); default: the Mistral API.")]
-Concurrency = Annotated[int, typer.Option(min=1, help="Requests in flight (hf: also the batch size).")]
+Out = Annotated[Path, typer.Option(help="Output JSONL (+ <name>.manifest.json); rerun with the same --out to "
+                                        "resume.")]
 Task = Annotated[str, typer.Option(help="Task folder under harness_tasks/ (prompt and answer schema).")]
-Temperature = Annotated[float, typer.Option(min=0, help="Sampling temperature (0: greedy).")]
-TopP = Annotated[float | None, typer.Option(help="Nucleus sampling.")]
+Temperature = Annotated[float, typer.Option(min=0, max=2, help="Sampling temperature (0: greedy).")]
+TopP = Annotated[float | None, typer.Option(min=0.01, max=1, help="Nucleus sampling.")]
 MaxTokens = Annotated[int, typer.Option(min=1, help="Most tokens per answer.")]
-Seed = Annotated[int | None, typer.Option(help="random_seed sent with each request (reproducible sampling).")]
+RandomSeed = Annotated[int | None, typer.Option(min=0, help="random_seed sent with each request (reproducible "
+                                                           "sampling).")]
 Format = Annotated[str, typer.Option(help="json_object (JSON mode) | json_schema (structured output, where the "
                                           "model supports it: fewer re-prompts) | none.")]
 Reprompts = Annotated[int, typer.Option(min=0, help="Re-prompts with the error after an invalid answer.")]
-Adapter = Annotated[Path | None, typer.Option(help="hf: a PEFT adapter on top of --model.")]
-FourBit = Annotated[bool, typer.Option(help="hf: load --model in 4-bit NF4.")]
-Device = Annotated[str | None, typer.Option(help="hf: cuda, cuda:1, cpu (default: cuda if available).")]
-Poll = Annotated[float, typer.Option(min=0.01, help="mistral-batch: seconds between job status checks.")]
 
 
 def _stage(stage: str, **kw) -> None:
     from datagen.pipeline import StageRun
     from datagen.runner import Options
 
-    options = Options(**{k: kw.pop(k) for k in ("concurrency", "rpm", "tpm", "max_reprompts", "max_retries",
-                                                 "max_cost", "retry_failed", "redo_changed")})
-    backend_args = {"hf": {"adapter": kw.pop("adapter"), "load_in_4bit": kw.pop("load_in_4bit"),
-                           "device": kw.pop("device"), "batch_size": options.concurrency},
-                    "mistral-batch": {"poll_interval": kw.pop("poll_interval")}}.get(kw["backend"], {})
-    for k in ("adapter", "load_in_4bit", "device", "poll_interval"):
-        kw.pop(k, None)
-    run_or_exit(StageRun(stage=stage, options=options, backend_args=backend_args, **kw))
+    with one_line():
+        concurrency, backend_args = backend_settings(
+            kw["backend"], kw["model"], kw["server_url"], concurrency=kw.pop("concurrency"),
+            batch_size=kw.pop("batch_size"), adapter=kw.pop("adapter"), load_in_4bit=kw.pop("load_in_4bit"),
+            device=kw.pop("device"), poll_interval=kw.pop("poll_interval"))
+        api_key_for(kw["backend"], kw["server_url"], kw["dry_run"])
+        options = Options(concurrency=concurrency, **{k: kw.pop(k) for k in (
+            "rpm", "tpm", "max_reprompts", "max_retries", "max_cost", "retry_failed", "redo_changed")})
+        cfg = StageRun(stage=stage, options=options, backend_args=backend_args, **kw)
+    run_or_exit(cfg)
 
 
 def run_or_exit(cfg) -> None:
@@ -63,22 +69,10 @@ def run_or_exit(cfg) -> None:
 
     Exit codes: 0 every row this stage wants is done; 1 some are failed (see ``finish``); 2 a user's
     mistake or a failure no request can survive; 3 stopped early (``--max-cost``); 130 Ctrl-C."""
-    from datagen.backends.base import FatalBackendError
-    from datagen.pipeline import UsageError, run
-    from datagen.runner import ChangedRequestsError
-    from datagen.store import OutputLockedError
-    from harness_tasks.data_files import DataFileError
-    from harness_tasks.secrets import MissingKeyError, redact
+    from datagen.pipeline import run
 
-    try:
+    with one_line():
         tally = run(cfg)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished rows are saved; rerun the same command to continue", err=True)
-        raise typer.Exit(130) from None
-    except (UsageError, DataFileError, ChangedRequestsError, MissingKeyError, OutputLockedError,
-            FatalBackendError, FileNotFoundError) as err:
-        typer.echo(f"error: {redact(str(err))}", err=True)
-        raise typer.Exit(2) from None
     if not cfg.dry_run:  # a dry run did nothing that could fail
         finish(tally)
 
@@ -98,10 +92,12 @@ def finish(tally) -> None:
 
 def _teacher_command(stage_name: str, default_model: str, doc: str):
     def command(
-        input: Input, out: Out, model: Annotated[str, typer.Option(help="Model name.")] = default_model,
-        backend: Backend = "mistral", server_url: ServerUrl = None, concurrency: Concurrency = 8,
-        limit: Limit = None, dry_run: DryRun = False, task: Task = "nli_cot",
-        temperature: Temperature = 0.0, top_p: TopP = None, max_tokens: MaxTokens = 1024, seed: Seed = 0,
+        input: Input, out: Out,
+        model: Annotated[str, typer.Option(help="Model name (--backend hf: a local model directory).")]
+        = default_model,
+        backend: Backend = "mistral", server_url: ServerUrl = None, concurrency: Concurrency = None,
+        batch_size: BatchSize = None, limit: Limit = None, dry_run: DryRun = False, task: Task = "nli_cot",
+        temperature: Temperature = 0.0, top_p: TopP = None, max_tokens: MaxTokens = 1024, seed: RandomSeed = 0,
         response_format: Format = "json_object", timeout: Timeout = 120.0, rpm: Rpm = None, tpm: Tpm = None,
         max_reprompts: Reprompts = 2, max_retries: Retries = 6, max_cost: MaxCost = None,
         retry_failed: RetryFailed = False, redo_changed: RedoChanged = False, prices: Prices = None,
@@ -119,12 +115,17 @@ def _teacher_command(stage_name: str, default_model: str, doc: str):
     return command
 
 
-app.command("thoughts")(_teacher_command(
+def _command(name: str | None = None):
+    """Register a command whose option mistakes are one ``error:`` line (``OneLineCommand``)."""
+    return app.command(name, cls=OneLineCommand)
+
+
+_command("thoughts")(_teacher_command(
     "thoughts", "open-mistral-7b",
     "A teacher answers each row with {thought_process, predicted_label} (resumable; failures recorded)."))
-app.command("score")(_teacher_command(
+_command("score")(_teacher_command(
     "score", "mistral-large-latest", "A judge rates each thought 1-5 and may improve it."))
-app.command("reflect")(_teacher_command(
+_command("reflect")(_teacher_command(
     "reflect", "mistral-large-latest",
     "For rows the teacher got wrong, a stronger model is told the true label and corrects the reasoning."))
 
@@ -135,7 +136,7 @@ def _prepare_command():
     return command
 
 
-app.command("prepare")(_prepare_command())
+_command("prepare")(_prepare_command())
 
 
 def _tools_command():
@@ -144,7 +145,7 @@ def _tools_command():
     return command
 
 
-app.command("tools")(_tools_command())
+_command("tools")(_tools_command())
 
 
 def _backtranslate_cli():
@@ -155,48 +156,59 @@ def _backtranslate_cli():
 
 # Instruction backtranslation: `backtranslate inverse|augment`, and `curate` (a judge keeps the good pairs)
 app.add_typer(_backtranslate_cli().app, name="backtranslate")
-app.command("curate")(_backtranslate_cli().curate)
+_command("curate")(_backtranslate_cli().curate)
 
 
-@app.command()
+@_command()
 def puzzles(
-    out: Annotated[Path, typer.Option(help="Output JSONL (id, family, premise, hypothesis, label, thought_process).")],
-    split: Annotated[str, typer.Option(help="train | dev | test (people's names differ between splits).")] = "train",
-    n: Annotated[int, typer.Option(min=1, help="Rows; families and labels take turns, so both are balanced.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Same seed, same rows.")] = 0,
-    manifest: Annotated[bool, typer.Option(help="Also write <name>.manifest.json (options, balance, versions).")]
-    = True,
+    out: Annotated[Path, typer.Option(help="Directory for train.jsonl, dev.jsonl, test.jsonl and manifest.json "
+                                           "(rows: id, family, premise, hypothesis, label, thought_process).")],
+    train: Annotated[int, typer.Option(min=0, max=1_000_000, help="Training rows (0: no train.jsonl).")] = 1000,
+    dev: Annotated[int, typer.Option(min=0, max=1_000_000, help="Development rows (0: no dev.jsonl).")] = 100,
+    test: Annotated[int, typer.Option(min=0, max=1_000_000, help="Test rows (0: no test.jsonl).")] = 300,
+    seed: Seed = 0, force: Force = False,
+    split: Annotated[str | None, typer.Option(hidden=True)] = None,
+    n: Annotated[int | None, typer.Option(hidden=True)] = None,
 ):
     """Logic puzzles for the puzzte task (comparison, knights and knaves, zebra): labels computed by a
-    solver (entailment / contradiction / ambiguous), with the solver's reasoning as the thought."""
+    solver (entailment / contradiction / ambiguous), with the solver's reasoning as the thought.
+
+    People's names differ between splits; families and labels take turns, so both are balanced."""
+    from datagen.cli_checks import UsageError
     from datagen.synthetic_puzzles import LABELS, write
 
-    try:
-        counts = write(out, split, n, seed, manifest)
-    except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(f"{out}: {n} rows ({split}, seed {seed})")
-    for family, by_label in counts.items():
-        typer.echo(f"  {family}: " + ", ".join(f"{label} {by_label[label]}" for label in LABELS))
+    with one_line("each file is either complete or untouched; rerun with --force"):
+        if split is not None or n is not None:  # the spelling of a single-file output, before --out was a folder
+            raise UsageError("--split/--n are replaced by a row count per split: --out DIR --train N --dev N "
+                             "--test N")
+        counts = write(out, {"train": train, "dev": dev, "test": test}, seed, force)
+    for name, by_family in counts.items():
+        typer.echo(f"{name}: {out / (name + '.jsonl')} ({sum(sum(c.values()) for c in by_family.values())} rows)")
+        for family, by_label in by_family.items():
+            typer.echo(f"  {family}: " + ", ".join(f"{label} {by_label[label]}" for label in LABELS))
 
 
-@app.command()
+@_command()
 def synthetic(
-    out: Annotated[Path, typer.Option(help="Directory for train.jsonl, dev.jsonl, test.jsonl.")],
-    train: Annotated[int, typer.Option(help="Training rows.")] = 2000,
-    dev: Annotated[int, typer.Option(help="Development rows (eval loss, early stopping).")] = 100,
-    test: Annotated[int, typer.Option(help="Held-out test rows (names unseen in train/dev).")] = 200,
-    seed: Annotated[int, typer.Option(help="Same seed, same rows.")] = 0,
+    out: Annotated[Path, typer.Option(help="Directory for train.jsonl, dev.jsonl, test.jsonl and manifest.json.")],
+    train: Annotated[int, typer.Option(min=0, max=1_000_000, help="Training rows (0: no train.jsonl).")] = 2000,
+    dev: Annotated[int, typer.Option(min=0, max=1_000_000, help="Development rows (eval loss, early stopping; "
+                                                                "0: no dev.jsonl).")] = 100,
+    test: Annotated[int, typer.Option(min=0, max=1_000_000, help="Held-out test rows (names unseen in train/dev; "
+                                                                 "0: no test.jsonl).")] = 200,
+    seed: Seed = 0, force: Force = False,
 ):
     """The project's synthetic NLI task with gold labels and step-by-step thoughts."""
-    for split, path in write_synthetic(out, {"train": train, "dev": dev, "test": test}, seed).items():
+    from datagen.synthetic_nli import write_splits
+
+    with one_line("each file is either complete or untouched; rerun with --force"):
+        written = write_splits(out, {"train": train, "dev": dev, "test": test}, seed, force)
+    for split, path in written.items():
         typer.echo(f"{split}: {path}")
 
 
 def write_synthetic(out: Path, sizes: dict[str, int], seed: int = 0) -> dict[str, Path]:
-    from datagen.synthetic_nli import generate
-    from harness_tasks.manifest import write_atomic
+    """The synthetic NLI splits, replacing any earlier ones (the demo's own working folder)."""
+    from datagen.synthetic_nli import write_splits
 
-    return {split: write_atomic(out / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in generate(split, n, seed)))
-            for split, n in sizes.items()}
+    return write_splits(out, sizes, seed, force=True)

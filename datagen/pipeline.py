@@ -11,6 +11,7 @@ sends and writes nothing.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,24 +22,19 @@ from rich.table import Table
 import prompts
 from datagen import runner
 from datagen.backends import BACKENDS, make_backend
+from datagen.cli_checks import UsageError, choice, server_url, task_spec
 from datagen.pricing import Price, estimate_tokens, price_for
 from datagen.runner import Budget, Item, Options, Recorder, Tally, console
 from datagen.stages import STAGES, Stage, input_rows
 from datagen.store import JsonlStore, row_key, sidecar
 from harness_tasks import manifest
 from harness_tasks.data_files import is_empty
-from harness_tasks.errors import UserError
 from harness_tasks.secrets import api_key, redact
 from harness_tasks.tables import read_table
-from harness_tasks.tasks import get_task
 
 STAGE_TEMPLATES = {"thoughts": ("teacher_system",), "score": ("judge_system", "judge_user"),
                    "reflect": ("reflect_system", "reflect_user")}
 TYPICAL_ANSWER_TOKENS = 250  # dry-run estimate before any answer of this run exists
-
-
-class UsageError(UserError):
-    """A setting that cannot work; the message says what to change."""
 
 
 @dataclass
@@ -102,20 +98,27 @@ def run(cfg: StageRun, stage: Stage | None = None, rows: list[dict] | None = Non
     """
     from datagen.backends import endpoint
 
-    try:
-        task = get_task(cfg.task)
-    except KeyError as err:
-        raise UsageError(f"--task: {err.args[0]}") from None
-    if cfg.response_format not in ("json_object", "json_schema", "none"):
-        raise UsageError(f"--response-format {cfg.response_format!r}: use json_object, json_schema or none")
+    # every setting is checked before the input is read, a request sent or a model loaded
+    choice("--backend", cfg.backend, BACKENDS)
+    server_url(cfg.server_url)
+    task = task_spec(cfg.task)
+    choice("--response-format", cfg.response_format, ("json_object", "json_schema", "none"))
     if cfg.out.suffix != ".jsonl":
         raise UsageError(f"--out {cfg.out}: the output is JSONL; name it *.jsonl")
-    if cfg.backend not in BACKENDS:
-        raise UsageError(f"--backend {cfg.backend!r}: use one of {', '.join(BACKENDS)}")
+    if cfg.out.is_dir():
+        raise UsageError(f"--out {cfg.out}: is a directory; the output is one JSONL file")
     stage = stage or STAGES[cfg.stage](task)
     if stage.answer_model is None and cfg.response_format != "none":
         raise UsageError(f"{cfg.stage} is answered in free text, not JSON: use --response-format none")
     if rows is None:
+        if cfg.stage == "thoughts" and cfg.label_column != "label":
+            # a gold label column asked for by name must be there: read as absent, the file would quietly
+            # become unlabelled and every row be sent
+            columns = read_table(cfg.input).columns
+            if cfg.label_column not in columns:
+                close = difflib.get_close_matches(cfg.label_column, columns, n=1)
+                raise UsageError(f"--label-column {cfg.label_column!r}: {cfg.input} has no such column (columns: "
+                                 f"{', '.join(columns)}){f'; did you mean {close[0]!r}?' if close else ''}")
         rows = input_rows(cfg.stage, cfg.input, task, cfg.label_column, cfg.empty_labels)
     rows = rows[: cfg.limit]
     price = price_for(cfg.model, cfg.backend, cfg.prices)

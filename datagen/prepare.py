@@ -31,13 +31,17 @@ from typing import Annotated
 import typer
 
 from datagen import prepare_stats
+from datagen.cli_checks import existing, one_line, task_spec
 from harness_tasks.data_files import DataFileError, read_rows, require_columns
 from harness_tasks.errors import UserError
 from harness_tasks.manifest import git_commit, package_versions, sha256_file, write_atomic
-from harness_tasks.tasks import TaskSpec, get_task
+from harness_tasks.tasks import TaskSpec
 
 # ablation -> folder; the folder names are what configs/train/abl_*.yaml read
 ABLATIONS = {"correct": "correct_only", "reflected": "correct_reflected", "all": "all"}
+# every file prepare writes: an earlier run's are refused without --force
+OUTPUTS = ("manifest.json", "stats.json", "lengths.png",
+           *(f"{folder}/{split}.jsonl" for folder in ABLATIONS.values() for split in ("train", "dev")))
 # the trainer's default data.thought_column / data.label_column (trainer/config.py)
 THOUGHT_COLUMN, LABEL_COLUMN = "thought_process", "label"
 
@@ -260,18 +264,18 @@ def prepare(thoughts: Path, out: Path, *, reflections: Path | None = None,
             ablations: list[str] = ["correct", "reflected", "all"],  # noqa: B006 (never mutated)
             task: str = "nli_cot", dev_fraction: float = 0.1, seed: int = 0, min_score: int | None = None,
             tokenizer: str | None = None, max_length: int | None = None,
-            train_config: Path | None = Path("configs/train/default.yaml")) -> dict:
+            train_config: Path | None = Path("configs/train/default.yaml"), force: bool = False) -> dict:
     """Write ``out/<dir>/{train,dev}.jsonl`` for ``ablations``, stats.json, lengths.png, manifest.json.
 
+    An earlier run's files in ``out`` are refused unless ``force``; with it, the files of the ablations
+    this run does not write are removed, so that no folder sits beside a manifest that does not name it.
     Returns the statistics (also printed). Raises DataFileError / PrepareError on a user's mistake.
     """
-    options = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items()}
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k != "force"}
     thoughts, out = Path(thoughts), Path(out)
     _check_options(ablations, dev_fraction, min_score, max_length)
-    try:
-        spec = get_task(task)
-    except KeyError as err:
-        raise PrepareError(f"--task: {err.args[0]}") from None
+    earlier = existing(out, OUTPUTS, force)
+    spec = task_spec(task)
     lengths = prepare_stats.LengthSettings.resolve(tokenizer, max_length, train_config)  # before any write
     read = read_thoughts(thoughts, spec)
     _check_inputs(thoughts, read, ablations, reflections, min_score)
@@ -281,6 +285,7 @@ def prepare(thoughts: Path, out: Path, *, reflections: Path | None = None,
     pairs = {item.key for item in read.items}
     dev = dev_keys(pairs, dev_fraction, seed)
     built = build(unique, min_score, dev)
+    _remove(out, earlier, ablations)
     written = [_write_jsonl(out / ABLATIONS[a] / f"{split}.jsonl", rows)
                for a in ablations for split, rows in built[a]["splits"].items()]
 
@@ -300,6 +305,17 @@ def prepare(thoughts: Path, out: Path, *, reflections: Path | None = None,
     _write_manifest(out, options, {"thoughts": thoughts, "reflections": reflections,
                                    "train_config": lengths.config}, written)
     return stats
+
+
+def _remove(out: Path, earlier: list[Path], ablations: list[str]) -> None:
+    """With ``force``: the earlier run's files of the ablations not written now (those written now are
+    replaced file by file), and their folders once empty; only names prepare writes, never anything else."""
+    keep = {ABLATIONS[a] for a in ablations}
+    for path in earlier:
+        if path.name == "lengths.png" or (path.parent != out and path.parent.name not in keep):
+            path.unlink()  # lengths.png too: it is drawn again only when there are lengths to plot
+            if path.parent != out and not any(path.parent.iterdir()):
+                path.parent.rmdir()
 
 
 def _write_manifest(out: Path, options: dict, inputs: dict[str, Path | None], written: list[Path]) -> None:
@@ -337,23 +353,23 @@ def command(
              "all -> all/. Default: all three.")] = None,
     task: Annotated[str, typer.Option(help="Task folder under harness_tasks/ (fields and answer schema).")]
     = "nli_cot",
-    dev_fraction: Annotated[float, typer.Option(help="Share of premise/hypothesis pairs in dev.jsonl.")] = 0.1,
-    seed: Annotated[int, typer.Option(help="Seed of the train/dev split (same seed, same files).")] = 0,
-    min_score: Annotated[int | None, typer.Option(help="Drop teacher rows with a judge_score below this "
-                                                       "(needs `datagen score` output).")] = None,
+    dev_fraction: Annotated[float, typer.Option(min=0, max=0.99, help="Share of premise/hypothesis pairs in "
+                                                                      "dev.jsonl.")] = 0.1,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the train/dev split (same seed, same files).")] = 0,
+    min_score: Annotated[int | None, typer.Option(min=1, max=5, help="Drop teacher rows with a judge_score below "
+                                                                     "this (needs `datagen score` output).")] = None,
     tokenizer: Annotated[str | None, typer.Option(help="Tokenizer for the length statistics (hub id or local "
                                                        "dir; default: the train config's base_model).")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Token limit of the trainer (default: the train "
-                                                        "config's data.max_length).")] = None,
+    max_length: Annotated[int | None, typer.Option(min=1, help="Token limit of the trainer (default: the train "
+                                                              "config's data.max_length).")] = None,
     train_config: Annotated[Path, typer.Option(help="Training config whose base_model and data.max_length "
                                                     "the length statistics use.")]
     = Path("configs/train/default.yaml"),
+    force: Annotated[bool, typer.Option(help="Replace an earlier run's files in --out, and remove those of the "
+                                             "ablations not written now (refused without it).")] = False,
 ):
     """Build the SFT files of the ablations (correct_only, correct_reflected, all) with a fixed-seed split."""
-    try:
+    with one_line("each file is either complete or untouched; rerun with --force"):
         prepare(thoughts, out, reflections=reflections, ablations=[a.value for a in ablation or list(Ablation)],
                 task=task, dev_fraction=dev_fraction, seed=seed, min_score=min_score, tokenizer=tokenizer,
-                max_length=max_length, train_config=train_config)
-    except (DataFileError, PrepareError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+                max_length=max_length, train_config=train_config, force=force)

@@ -138,3 +138,12 @@ def generate(split: str, n: int, seed: int = 0) -> Iterator[dict]:
         premise, hypothesis, thought = FAMILIES[family](rng, names, entailed)
         yield {"id": f"{split}-{i}", "family": family, "premise": premise, "hypothesis": hypothesis,
                "label": int(entailed), "thought_process": thought}
+
+
+def write_splits(out, sizes: dict[str, int], seed: int = 0, force: bool = False) -> dict:
+    """``out/<split>.jsonl`` for each split with rows, and ``out/manifest.json``; split -> path."""
+    from datagen import split_files
+
+    return split_files.write_splits(out, sizes, lambda split, n: list(generate(split, n, seed)),
+                                    command="cotharness datagen synthetic", options={**sizes, "seed": seed},
+                                    force=force)

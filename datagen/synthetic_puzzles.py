@@ -18,12 +18,10 @@ the statement checked in each, the verdict.
 from __future__ import annotations
 
 import itertools
-import json
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from datagen.synthetic_nli import SPLIT_FRACTIONS, split_names
@@ -358,19 +356,17 @@ def balance(rows: list[dict]) -> dict[str, dict[str, int]]:
     return {f: {lb: counts[f, lb] for lb in LABELS} for f in sorted({r["family"] for r in rows})}
 
 
-def write(out: Path, split: str, n: int, seed: int = 0, manifest: bool = True) -> dict[str, dict[str, int]]:
-    """Write ``n`` rows to ``out`` atomically (and ``<name>.manifest.json`` beside it); returns the balance."""
-    from datagen.store import sidecar
-    from harness_tasks.manifest import git_commit, package_versions, sha256_file, write_atomic
+def write(out: Path, sizes: dict[str, int], seed: int = 0, force: bool = False) -> dict[str, dict]:
+    """``out/<split>.jsonl`` for each split with rows, and ``out/manifest.json`` (options, balance,
+    versions); returns split -> the balance of its rows."""
+    from datagen.split_files import write_splits
 
-    rows = list(generate(split, n, seed))
-    write_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    counts = balance(rows)
-    if manifest:
-        write_atomic(sidecar(out, "manifest"), json.dumps({
-            "command": "cotharness datagen puzzles",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "options": {"split": split, "n": n, "seed": seed},
-            "output": {"path": str(out), "rows": len(rows), "sha256": sha256_file(out)},
-            "balance": counts, "versions": package_versions(), "git": git_commit()}, indent=2) + "\n")
-    return counts
+    balances: dict[str, dict] = {}
+
+    def report(rows: list[dict]) -> dict:
+        balances[rows[0]["id"].split("-")[0]] = counts = balance(rows)  # ids are "<split>-<i>"
+        return {"balance": counts}
+
+    write_splits(out, sizes, lambda split, n: list(generate(split, n, seed)), command="cotharness datagen puzzles",
+                 options={**sizes, "seed": seed}, force=force, report=report)
+    return balances

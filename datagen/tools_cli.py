@@ -9,14 +9,17 @@ from typing import Annotated
 import typer
 
 from datagen import tools_data, tools_db
-from harness_tasks.errors import UserError
+from datagen.cli_checks import UsageError as _Usage
+from datagen.cli_checks import existing
+from datagen.cli_options import Force, Seed
+from harness_tasks.errors import UserError, traceback_if_debugging
 from harness_tasks.manifest import sha256_file
-from harness_tasks.tool_select.tools import DEFAULT_TOOLS_FILE, ToolsFileError, load_tools
+from harness_tasks.tool_select.tools import DEFAULT_TOOLS_FILE, load_tools
 
 DEFAULT_PER_TOOL, DEFAULT_AMBIGUOUS = 100, 10
 
 
-class UsageError(UserError, ValueError):
+class UsageError(_Usage, ValueError):
     pass
 
 
@@ -25,7 +28,7 @@ def build(out: Path, tools_file: Path | None = None, *, per_tool: int = DEFAULT_
           db_url: str | None = None, db_query: str | None = None, query_column: str = "query",
           label_column: str | None = None, parameters_column: str | None = None,
           reasoning_column: str | None = None, skip_unknown: bool = False, skip_invalid: bool = False,
-          log=None) -> dict:
+          log=None, force: bool = False) -> dict:
     """Write the dataset; returns the manifest. Raises UsageError, ToolsFileError, SynthesisError,
     DatabaseError (one line each; the command prints it)."""
     log = log or _echo
@@ -38,6 +41,7 @@ def build(out: Path, tools_file: Path | None = None, *, per_tool: int = DEFAULT_
                                      "as a person checked it (labels are never inferred)")
     if not synthetic and db_url is None:
         raise UsageError("--no-synthetic without --from-db leaves nothing to write")
+    existing(out, ("train.jsonl", "dev.jsonl", "test.jsonl", "tools.yaml", "manifest.json"), force)
     tools = load_tools(tools_path)
     specs = tools.specs()
     manifest: dict = {"command": "cotharness datagen tools",
@@ -95,10 +99,12 @@ def command(
     out: Annotated[Path, typer.Option(help="Directory for train.jsonl, dev.jsonl, test.jsonl, tools.yaml, "
                                            "manifest.json.")],
     tools: Annotated[Path | None, typer.Option(help="Tools YAML (default: the bundled four tools).")] = None,
-    per_tool: Annotated[int, typer.Option(min=1, help="Synthetic requests per tool.")] = DEFAULT_PER_TOOL,
+    per_tool: Annotated[int, typer.Option(min=1, max=100_000, help="Synthetic requests per tool.")]
+    = DEFAULT_PER_TOOL,
     ambiguous_per_tool: Annotated[int, typer.Option(
-        min=0, help="Extra requests per tool that plausibly fit two tools (flagged ambiguous).")] = DEFAULT_AMBIGUOUS,
-    seed: Annotated[int, typer.Option(help="Same seed and inputs, same files.")] = 0,
+        min=0, max=100_000, help="Extra requests per tool that plausibly fit two tools (flagged ambiguous).")]
+    = DEFAULT_AMBIGUOUS,
+    seed: Seed = 0, force: Force = False,
     synthetic: Annotated[bool, typer.Option(help="Write synthetic requests (merged with --from-db rows).")] = True,
     from_db: Annotated[str | None, typer.Option(
         help="SQLAlchemy URL of logged requests: postgresql+psycopg://user:password@host/db, sqlite:///file.db.")]
@@ -118,11 +124,12 @@ def command(
         build(out, tools, per_tool=per_tool, ambiguous_per_tool=ambiguous_per_tool, seed=seed, synthetic=synthetic,
               db_url=from_db, db_query=query, query_column=query_column, label_column=label_column,
               parameters_column=parameters_column, reasoning_column=reasoning_column, skip_unknown=skip_unknown,
-              skip_invalid=skip_invalid, log=_echo)
-    except (UsageError, ToolsFileError, tools_data.SynthesisError, tools_db.DatabaseError, OSError) as err:
+              skip_invalid=skip_invalid, log=_echo, force=force)
+    except (UserError, OSError) as err:
+        traceback_if_debugging()
         message = str(err) if from_db is None else tools_db.scrub(str(err), from_db)
         typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(getattr(err, "exit_code", 2)) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted: each file is either complete or untouched; rerun the same command", err=True)
+        typer.echo("interrupted: each file is either complete or untouched; rerun the same command with --force", err=True)
         raise typer.Exit(130) from None

@@ -8,6 +8,11 @@ option, value) and says what to do.
 
 from __future__ import annotations
 
+import os
+import traceback
+
+DEBUG_ENV = "COTHARNESS_DEBUG"
+
 
 class UserError(Exception):
     """A user's mistake: a path, name, key or value, an existing output, a missing credential, a setting
@@ -21,3 +26,14 @@ class WorkFailed(UserError):
     failed): exit status 1, after writing everything that was done."""
 
     exit_code = 1
+
+
+def debugging() -> bool:
+    """``--debug`` on the command line (the ``cotharness`` command sets the variable) or ``COTHARNESS_DEBUG=1``."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def traceback_if_debugging() -> None:
+    """Called where a command turns an exception into its one line: with ``--debug``, the traceback first."""
+    if debugging():
+        traceback.print_exc()

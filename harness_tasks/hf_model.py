@@ -22,6 +22,7 @@ from lm_eval.api.registry import model_registry, register_model
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import normalize_gen_kwargs
 
+from harness_tasks.errors import UserError
 from harness_tasks.gen_memory import MAX_BATCH, free_bytes, generation_batch_size
 from harness_tasks.quant import bnb_config
 
@@ -29,6 +30,10 @@ NAME = "hf-cot"
 QUANT_ARGS = ("load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant",
               "bnb_4bit_compute_dtype", "bnb_4bit_quant_storage", "llm_int8_skip_modules")
 log = logging.getLogger(__name__)
+
+
+class ModelArgsError(UserError, ValueError):
+    """``--model_args`` that cannot go together (found as the model loads)."""
 
 
 class QuantizedHFLM(HFLM):
@@ -41,13 +46,13 @@ class QuantizedHFLM(HFLM):
         quant = {k: kwargs.pop(k) for k in QUANT_ARGS if k in kwargs}
         if quant.get("load_in_4bit") or quant.get("load_in_8bit"):
             if quantization_config is not None:
-                raise ValueError(f"{pretrained} is already quantized ({quantization_config.quant_method}); "
+                raise ModelArgsError(f"{pretrained} is already quantized ({quantization_config.quant_method}); "
                                  "drop load_in_4bit/load_in_8bit from --model_args")
             # lm-eval already loads with device_map={"": <device>}, so the quantized weights are
             # created where they run (they cannot be moved afterwards).
             quantization_config = bnb_config(**quant)
         elif quant:
-            raise ValueError(f"{sorted(quant)} given without load_in_4bit=True or load_in_8bit=True")
+            raise ModelArgsError(f"{sorted(quant)} given without load_in_4bit=True or load_in_8bit=True")
         super()._create_model(pretrained, *args, quantization_config=quantization_config, **kwargs)
         self._merge_adapter(merge_peft, kwargs.get("peft"))
 
@@ -58,7 +63,7 @@ class QuantizedHFLM(HFLM):
             return
         if getattr(self._model.config, "quantization_config", None) is not None:  # bitsandbytes (or other) weights
             if merge_peft:
-                raise ValueError("merge_peft=True needs an unquantized base: merging into a 4-bit/8-bit base "
+                raise ModelArgsError("merge_peft=True needs an unquantized base: merging into a 4-bit/8-bit base "
                                  "rounds the adapter into it; drop load_in_4bit or merge_peft")
             return
         self._model = self._model.merge_and_unload()

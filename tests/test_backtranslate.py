@@ -110,7 +110,7 @@ def test_augment_with_the_local_backward_model(tiny_model, backward_run, tmp_pat
     monkeypatch.setattr(backtranslate, "check_instruction", refuse_first)
     src = write_jsonl(tmp_path / "lima.jsonl", [{"response": t} for t in backtranslate_responder.RESPONSES[:6]])
     result = cli("datagen", "backtranslate", "augment", "--input", src, "--out", "pairs.jsonl",
-                 "--local-model", tiny_model, "--adapter", backward_run, "--max-tokens", 8, "--batch-size", 3)
+                 "--backend", "hf", "--model", tiny_model, "--adapter", backward_run, "--max-tokens", 8, "--batch-size", 3)
     assert result.exit_code == 0, result.output
     rows = read(tmp_path / "pairs.jsonl")
     assert [r["id"] for r in rows] == [str(i) for i in range(6)]

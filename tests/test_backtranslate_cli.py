@@ -269,11 +269,12 @@ def test_bad_input_ends_in_one_error_line(key, tmp_path):
     one_error_line(cli(*augment, "--input", src, "--model", "m", *url), "r.jsonl:2: 'response' is empty or not text")
     one_error_line(cli(*augment, "--input", src, "--model", "m", "--response-column", "text", *url),
                    "r.jsonl:1: no column 'text'")
-    one_error_line(cli(*augment, "--input", src, "--model", "m", "--local-model", tmp_path), "not both")
-    one_error_line(cli(*augment, "--input", src), "--model NAME")
+    one_error_line(cli(*augment, "--input", src, "--model", "m", "--local-model", tmp_path), "give one")
+    one_error_line(cli(*augment, "--input", src), "--model is required")
     one_error_line(cli(*augment, "--input", tmp_path / "none.jsonl", "--model", "m", *url), "none.jsonl: no such file")
     fine = write_jsonl(tmp_path / "fine.jsonl", [{"response": "fine"}])
-    one_error_line(cli(*augment, "--input", fine, "--local-model", tmp_path / "nothing"), "not found")
+    one_error_line(cli(*augment, "--input", fine, "--backend", "hf", "--model", tmp_path / "nothing"),
+                   "does not exist")
     (tmp_path / "bad.yaml").write_text("augment:\n  temprature: 1.0\n")
     one_error_line(cli(*augment, "--input", src, "--model", "m", "--config", "bad.yaml", *url),
                    "bad.yaml: augment.temprature: Extra inputs are not permitted")

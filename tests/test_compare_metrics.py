@@ -6,11 +6,11 @@ import re
 
 import numpy as np
 import pytest
-from compare_helpers import logged, nli_data, nli_run, results_file, strict_json, summary
 from statsmodels.stats.proportion import proportion_confint
 
 from harness_tasks import metrics
 
+from compare_helpers import logged, nli_data, nli_run, results_file, strict_json, summary
 from conftest import write_jsonl
 from scripted_lm import ScriptedLM, evaluate_to_dir
 

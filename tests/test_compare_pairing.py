@@ -4,11 +4,11 @@ import json
 import shutil
 
 import pytest
-from compare_helpers import nli_data, nli_run, results_file, strict_json, summary
 from typer.testing import CliRunner
 
 from harness_tasks.manifest import sha256_file
 
+from compare_helpers import nli_data, nli_run, results_file, strict_json, summary
 from conftest import write_jsonl
 from loopback_server import LoopbackServer
 from scripted_lm import ScriptedLM

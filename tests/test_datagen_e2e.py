@@ -65,7 +65,7 @@ def test_local_model_backend_records_every_row(tmp_path, tiny_model, monkeypatch
     monkeypatch.chdir(tmp_path)
     inp = write_jsonl(tmp_path / "pairs.jsonl", [{"premise": f"A{i} sat.", "hypothesis": "A sat."} for i in range(3)])
     result = invoke("datagen", "thoughts", "--input", inp, "--out", "t.jsonl", "--backend", "hf", "--model",
-                    tiny_model, "--max-tokens", 12, "--max-reprompts", 1, "--concurrency", 3,
+                    tiny_model, "--max-tokens", 12, "--max-reprompts", 1, "--batch-size", 3,
                     exit_code=1)  # every row failed: the run says so and exits 1
     assert result.output.rstrip().endswith("3 row(s) failed: rerun with --retry-failed to try them again")
     rows = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from datagen.prepare import PrepareError, command, prepare
 from harness_tasks.data_files import DataFileError
+from harness_tasks.errors import UserError
 from harness_tasks.tasks import get_task
 from trainer.data import check_lengths, sft_rows
 
@@ -302,3 +303,16 @@ def test_the_command_writes_the_asked_ablations(files, tmp_path):
     assert "teacher vs gold" in result.stdout and "token lengths skipped" in result.stderr
     stats = json.loads((out / "stats.json").read_text())
     assert stats["split"]["seed"] == 3 and stats["lengths"] is None
+
+
+def test_an_earlier_run_is_refused_unless_forced_and_no_stale_ablation_is_left(files, tmp_path):
+    out = tmp_path / "out"
+    prepare(files[0], out, reflections=files[1], **NO_LENGTHS)
+    assert {p.name for p in out.iterdir()} >= {"all", "correct_only", "correct_reflected"}
+    with pytest.raises(UserError, match="holds an earlier run's files .*pass --force"):
+        prepare(files[0], out, ablations=["correct"], **NO_LENGTHS)
+    prepare(files[0], out, ablations=["correct"], force=True, **NO_LENGTHS)
+    # the folders of the ablations not written now went with the run that wrote them
+    assert sorted(p.name for p in out.iterdir()) == ["correct_only", "manifest.json", "stats.json"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["outputs"]) == ["correct_only/dev.jsonl", "correct_only/train.jsonl", "stats.json"]

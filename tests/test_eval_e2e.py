@@ -1,6 +1,7 @@
 """lm_eval and cotharness eval as a user runs them: subprocesses on the tiny model."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -172,21 +173,20 @@ def test_generation_batch_arithmetic():
     assert generation_batch_size(mistral, 400, 200, free=10**6) == 1
 
 
-def test_missing_local_model_is_one_line(tmp_path, capsys):
+def test_missing_local_model_is_one_line(tmp_path):
+    from cotharness.eval_inputs import EvalInputError
     from cotharness.run_eval import main
 
     missing = tmp_path / "no-such-model"
-    assert main(["--tasks", "nli_cot", "--model_args", f"pretrained={missing}", "--device", "cpu"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: --model_args pretrained={missing}: no such directory "
-                   "(a hub id has no leading '/', './' or '~')"]
+    with pytest.raises(EvalInputError, match=f"^--model_args pretrained={re.escape(str(missing))}: no such folder$"):
+        main(["--tasks", "nli_cot", "--model_args", f"pretrained={missing}", "--device", "cpu"])
 
 
-def test_missing_data_file_is_one_line(tiny_model, tmp_path, capsys):
+def test_missing_data_file_is_one_line(tiny_model, tmp_path):
     from cotharness.run_eval import main
+    from harness_tasks.data_files import DataFileError
 
     missing = tmp_path / "test.csv"
-    code = main(["--tasks", "nli_cot", "--model_args", f"pretrained={tiny_model}", "--device", "cpu",
-                 "--limit", "1", "--metadata", json.dumps({"test_file": str(missing)})])
-    assert code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {missing}: no such file"
+    with pytest.raises(DataFileError, match=f"^{re.escape(str(missing))}: no such file$"):
+        main(["--tasks", "nli_cot", "--model_args", f"pretrained={tiny_model}", "--device", "cpu",
+              "--limit", "1", "--metadata", json.dumps({"test_file": str(missing)})])

@@ -1,11 +1,21 @@
 """cotharness eval checks --metadata keys and the data before any model loads (cotharness/eval_inputs.py)."""
 
 import json
+import sys
 
 import pytest
 
-from cotharness import eval_inputs
-from cotharness.run_eval import main
+from cotharness import eval_inputs, run_eval
+from harness_tasks.errors import UserError
+
+
+def main(argv):
+    """run_eval.main as the cotharness command ends it: a user's error is one line and its exit status."""
+    try:
+        return run_eval.main(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 @pytest.fixture
@@ -19,7 +29,8 @@ def executed(monkeypatch):
 
 
 def run(tmp_path, tasks, metadata):
-    # an existing directory that is no model: lm-eval would fail on it, were it ever loaded
+    # a directory that only looks like a model: lm-eval would fail on it, were it ever loaded
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
     return main(["--tasks", tasks, "--model_args", f"pretrained={tmp_path}", "--device", "cpu",
                  "--metadata", json.dumps(metadata)])
 

@@ -44,6 +44,6 @@ def test_liger_kernels_train_on_the_same_loss(tiny_model, tmp_path):
 def test_auto_turns_checkpointing_off_when_it_fits(tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "train.jsonl", generate("train", 32))
     settings, losses = _losses(tiny_model, data, tmp_path / "auto")
-    assert settings["gradient_checkpointing"] is False  # a tiny model fits any GPU without it
+    assert settings["activation_checkpointing"] is False  # a tiny model fits any GPU without it
     assert settings["use_liger_kernel"] is (importlib.util.find_spec("liger_kernel") is not None)
     assert len(losses) == 4

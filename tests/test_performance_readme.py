@@ -1,4 +1,5 @@
-"""The README's Performance section is what bench/performance.py writes from the committed JSON."""
+"""The Performance page (docs/performance.md, linked from the README) is what bench/performance.py writes
+from the committed JSON."""
 
 import subprocess
 import sys
@@ -22,6 +23,21 @@ def test_section_carries_every_measured_figure():
     tr = json.loads((REPO / "bench/results/train_throughput.json").read_text())
     for arm in ("baseline", "project_bf16", "project_4bit"):
         assert f"{ev[arm]['samples_per_s']:,.2f}" in text and f"{ev[arm]['seconds_for_1977']:,.1f}" in text
+        command = ev[arm]["command"]["command_seconds_for_1977"]
+        assert f"| {command['median']:,.1f} ({command['min']:,.1f}-{command['max']:,.1f})" in text
+    # the command's figure leads: its table comes before the in-process one
+    assert text.index("command seconds for 1,977") < text.index("| recipe | samples/s |")
     assert f"{tr['project']['real_tokens_per_s_median']:,}" in text and f"{tr['speedup_real_tokens_median']:.2f}x" in text
     for name, variant in tr.get("variants", {}).items():
         assert f"| {name} |" in text and f"{variant['real_tokens_per_s_median']:,}" in text
+
+
+def test_the_markers_live_in_the_docs_page_and_the_readme_links_to_it():
+    sys.path.insert(0, str(REPO / "bench"))
+    import performance
+
+    assert performance.PAGE == REPO / "docs/performance.md"
+    page = performance.PAGE.read_text(encoding="utf-8")
+    assert performance.START in page and performance.END in page
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert performance.START not in readme and "docs/performance.md" in readme

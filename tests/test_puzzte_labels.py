@@ -257,24 +257,32 @@ def test_labels_are_balanced_in_every_family():
 
 def test_bundled_sample_is_what_the_command_writes(tmp_path):
     """The shipped sample is the output of `cotharness datagen puzzles` (no hand edits, no drift)."""
-    out = tmp_path / "sample.jsonl"
-    result = CliRunner().invoke(app, ["datagen", "puzzles", "--split", "test", "--n", "300", "--seed", "0",
-                                      "--out", str(out), "--no-manifest"])
+    result = CliRunner().invoke(app, ["datagen", "puzzles", "--train", "0", "--dev", "0", "--test", "300",
+                                      "--seed", "0", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert out.read_bytes() == SAMPLE_FILE.read_bytes()
+    assert (tmp_path / "test.jsonl").read_bytes() == SAMPLE_FILE.read_bytes()
     assert "knights_knaves: entailment 34, contradiction 33, ambiguous 33" in result.output
-    assert not (tmp_path / "sample.manifest.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "test.jsonl"]  # no split of 0 rows
 
 
-def test_command_writes_a_manifest_and_refuses_a_bad_split(tmp_path):
+def test_command_writes_a_folder_with_a_manifest_and_refuses_to_replace_it(tmp_path):
     from harness_tasks.manifest import sha256_file
 
-    out = tmp_path / "dev.jsonl"
-    result = CliRunner().invoke(app, ["datagen", "puzzles", "--split", "dev", "--n", "9", "--out", str(out)])
+    out = tmp_path / "puzzte"
+    args = ["datagen", "puzzles", "--train", "6", "--dev", "9", "--test", "0", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    info = json.loads((tmp_path / "dev.manifest.json").read_text())
-    assert info["options"] == {"split": "dev", "n": 9, "seed": 0}
-    assert info["output"]["sha256"] == sha256_file(out) and info["output"]["rows"] == 9
-    assert info["balance"]["zebra"] == {"entailment": 1, "contradiction": 1, "ambiguous": 1}
-    bad = CliRunner().invoke(app, ["datagen", "puzzles", "--split", "valid", "--out", str(tmp_path / "x.jsonl")])
-    assert bad.exit_code == 2 and "unknown split 'valid'" in bad.output
+    info = json.loads((out / "manifest.json").read_text())
+    assert info["options"] == {"train": 6, "dev": 9, "test": 0, "seed": 0}
+    assert info["outputs"]["dev.jsonl"]["sha256"] == sha256_file(out / "dev.jsonl")
+    assert info["outputs"]["dev.jsonl"]["rows"] == 9 and info["outputs"]["train.jsonl"]["rows"] == 6
+    assert info["outputs"]["dev.jsonl"]["balance"]["zebra"] == {"entailment": 1, "contradiction": 1, "ambiguous": 1}
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "pass --force" in again.output
+    # --force replaces; a split now given 0 rows is removed, so every file is one the manifest names
+    forced = CliRunner().invoke(app, ["datagen", "puzzles", "--train", "6", "--dev", "0", "--test", "0", "--out",
+                                      str(out), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "train.jsonl"]
+    old = CliRunner().invoke(app, ["datagen", "puzzles", "--split", "dev", "--n", "9", "--out", str(tmp_path / "x")])
+    assert old.exit_code == 2 and "--train N --dev N --test N" in old.output

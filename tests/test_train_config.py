@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,47 @@ def test_base_chain_and_errors(tmp_path: Path):
         load_config(tmp_path / "e.yaml")
 
 
+@pytest.mark.parametrize("training,message", [
+    ({"learning_rate": "fast"}, "training.learning_rate='fast': expected float"),
+    ({"max_steps": 2.5}, "training.max_steps=2.5: expected int"),
+    ({"bf16": "maybe"}, "training.bf16='maybe': expected bool | None"),
+    ({"lr_scheduler_type": 3}, "training.lr_scheduler_type=3: expected SchedulerType | str"),
+    ({"report_to": 5}, "training.report_to=5: expected None | str | list[str]"),
+])
+def test_sft_values_are_checked_against_the_field_types(training, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(REPO / "configs/train/demo.yaml", {"training": training})
+
+
+def test_values_written_as_text_are_converted_others_kept():
+    cfg = load_config(REPO / "configs/train/demo.yaml", parse_set([
+        "training.learning_rate=2e-4", "training.max_steps=3.0", "training.lr_scheduler_type=cosine"]))
+    t = cfg.training
+    assert (t["learning_rate"], t["max_steps"], t["lr_scheduler_type"]) == (2e-4, 3, "cosine")
+    assert type(t["max_steps"]) is int and type(t["lr_scheduler_type"]) is str
+    assert type(t["eval_steps"]) is int  # an int for a float field stays as written (the card shows 400)
+
+
+def test_gradient_checkpointing_is_read_as_its_new_name(tmp_path):
+    """transformers 5.23 renamed it activation_checkpointing (the old name warns); configs keep working."""
+    import warnings
+
+    from trainer.train import _sft_config
+
+    cfg = load_config(REPO / "configs/train/demo.yaml", parse_set(["training.gradient_checkpointing=true"]))
+    assert cfg.training["activation_checkpointing"] is True and "gradient_checkpointing" not in cfg.training
+    (tmp_path / "old.yaml").write_text(f"base: {REPO}/configs/train/default.yaml\n"
+                                       "training: {gradient_checkpointing: false, bf16: false}\n")
+    assert load_config(tmp_path / "old.yaml").training["activation_checkpointing"] is False  # the user's wins
+    cfg.output_dir = str(tmp_path / "run")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        args = _sft_config(cfg, has_eval=True)
+        del cfg.training["activation_checkpointing"]
+        assert _sft_config(cfg, has_eval=True).activation_checkpointing is True  # TRL's default, said the new way
+    assert args.activation_checkpointing is True and args.dataloader_pin_memory is False  # no CUDA here
+
+
 def test_parse_set():
     assert parse_set(["training.learning_rate=1e-4", "lora.target_modules=[q_proj, v_proj]",
                       "early_stopping_patience=null", "data.overlong=fail"]) == {
@@ -108,7 +150,8 @@ def test_memory_estimate_brackets_measured_peaks():
     from trainer.memory import estimate
 
     runs = _measured_runs()
-    assert {r["resolved"]["gradient_checkpointing"] for *_, r in runs} == {True, False}
+    assert {r["resolved"].get("activation_checkpointing", r["resolved"].get("gradient_checkpointing"))
+            for *_, r in runs} == {True, False}
     for config, overrides, longest, run in runs:
         # the benchmark raises both arms' max_length to the longest row, and records what "auto" chose
         cfg = load_config(REPO / config, merge(parse_set(overrides), {"data": {"max_length": longest},
@@ -125,15 +168,15 @@ def test_auto_settings_on_cpu(tmp_path):
                                           r"training.bf16=false, or start from configs/train/demo.yaml"):
         resolve(load_config(REPO / "configs/train/default.yaml"))
     cfg = load_config(REPO / "configs/train/default.yaml", {"training": {"bf16": False}})
-    assert (cfg.training["gradient_checkpointing"], cfg.training["use_liger_kernel"]) == ("auto", "auto")
+    assert (cfg.training["activation_checkpointing"], cfg.training["use_liger_kernel"]) == ("auto", "auto")
     resolved, notes = resolve(cfg)
-    assert (resolved.training["gradient_checkpointing"], resolved.training["use_liger_kernel"]) == (True, False)
-    assert cfg.training["gradient_checkpointing"] == "auto"  # the config itself is left as written
+    assert (resolved.training["activation_checkpointing"], resolved.training["use_liger_kernel"]) == (True, False)
+    assert cfg.training["activation_checkpointing"] == "auto"  # the config itself is left as written
     assert any("no CUDA GPU" in n for n in notes)
     forced = load_config(REPO / "configs/train/default.yaml", {"training": {"use_liger_kernel": True, "bf16": False}})
     with pytest.raises(ConfigError, match="use_liger_kernel=true needs a CUDA GPU.*cotharness\\[gpu\\]"):
         resolve(forced)
-    with pytest.raises(ConfigError, match="gradient_checkpointing: expected true, false or auto, got 'maybe'"):
+    with pytest.raises(ConfigError, match="activation_checkpointing: expected true, false or auto, got 'maybe'"):
         load_config(REPO / "configs/train/default.yaml", {"training": {"gradient_checkpointing": "maybe"}})
 
 
@@ -154,7 +197,7 @@ def test_auto_checkpointing_follows_the_estimate(monkeypatch, gpu_gib, liger, lo
     cfg = load_config(REPO / "configs/train/default.yaml")
     resolved, notes = speed.resolve(cfg, longest=longest, model_config=MistralConfig(**MISTRAL_7B))
     assert resolved.training["use_liger_kernel"] is liger
-    assert resolved.training["gradient_checkpointing"] is checkpointing, notes
+    assert resolved.training["activation_checkpointing"] is checkpointing, notes
 
 
 def test_estimate_memory_cli(tiny_model):

@@ -109,3 +109,20 @@ def test_what_counts_as_finished(tmp_path):
         _nothing_to_train(done, tmp_path / "bare", None, 8)
     # an interrupted run is not finished, whatever its checkpoint says (train() checks the step itself)
     assert _nothing_to_train({"status": "running"}, tmp_path / "early", ckpt, 300) is None
+
+
+def test_only_a_folder_with_something_to_lose_needs_resume(tmp_path):
+    """A run that crashed or was stopped before its first checkpoint starts again without --resume; a
+    checkpoint or a finished adapter is never overwritten without it."""
+    from trainer.train import RunExists, _check_output_dir
+
+    _run_dir(tmp_path / "crashed", {"status": "failed"})
+    assert _check_output_dir(tmp_path / "crashed", resume=False) is None
+    _run_dir(tmp_path / "saved", {"status": "interrupted"}, 4)
+    with pytest.raises(RunExists, match=r"saved already holds a run \(checkpoint-4\); pass --resume"):
+        _check_output_dir(tmp_path / "saved", resume=False)
+    assert _check_output_dir(tmp_path / "saved", resume=True) == tmp_path / "saved" / "checkpoint-4"
+    _run_dir(tmp_path / "adapter", {"status": "complete"})
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(RunExists, match=r"\(adapter_config.json\)"):
+        _check_output_dir(tmp_path / "adapter", resume=False)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness_tasks.data_files import DataFileError
+from harness_tasks.errors import UserError
 from trainer.config import load_config
 from trainer.train import prepare, train
 
@@ -93,7 +95,7 @@ def test_training_prompt_tokens_are_lm_evals(tiny_model, sft_files, tmp_path):
         assert example["input_ids"][:n_prompt] == lm.tok_encode(doc_to_text(row))
 
 
-def test_loss_falls_and_run_dir_is_complete(trained_run):
+def test_loss_falls_and_run_dir_is_complete(trained_run, tiny_model):
     state = json.loads((trained_run / "checkpoint-16" / "trainer_state.json").read_text())
     losses = [e["loss"] for e in state["log_history"] if "loss" in e]
     assert len(losses) == 16 and sum(losses[-3:]) / 3 < 0.85 * sum(losses[:3]) / 3
@@ -109,8 +111,14 @@ def test_loss_falls_and_run_dir_is_complete(trained_run):
     assert record["config"]["lora"]["r"] == 16
     # demo.yaml sets checkpointing off; Liger is inherited as "auto": off on a CPU, recorded as chosen
     assert record["config"]["training"]["use_liger_kernel"] == "auto"
-    assert record["resolved"] == {"use_liger_kernel": False, "gradient_checkpointing": False}
+    assert record["resolved"] == {"use_liger_kernel": False, "activation_checkpointing": False}
+    assert record["train_seconds"] == record["segments"][0]["seconds"] and len(record["segments"]) == 1
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(trained_run / "README.md").data  # ours, not TRL's draft
+    assert (data.base_model, data.library_name) == (str(tiny_model), "peft") and "qlora" in data.tags
     card = (trained_run / "README.md").read_text()
+    assert "fine-tuned version of" not in card
     assert "| `use_liger_kernel` | `auto` (chose `False`) |" in card
     assert f"peft={trained_run},load_in_4bit=True" in card and "cotharness eval --tasks nli_cot" in card
     for path in trained_run.rglob("*"):
@@ -200,6 +208,53 @@ def test_kill_and_resume(tiny_model, sft_files, tmp_path):
     assert record["resumed_from"] and "checkpoint-" in record["resumed_from"]
 
 
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues_there(tiny_model, sft_files, tmp_path):
+    """SIGINT (Ctrl-C) mid-run: the Trainer saves checkpoint-<step> and stops, run.json and the card say
+    "interrupted" with the command that resumes, one line says it, exit 130; that command finishes the run."""
+    from huggingface_hub import ModelCard
+
+    out = tmp_path / "run"
+    # no checkpoint but the interrupt's; fp32 LoRA: the steps are quick and the signal lands mid-run
+    cmd = _train_cmd(tiny_model, sft_files, out, "--max-steps", "400", "--set", "training.save_steps=1000",
+                     "--set", "training.eval_steps=1000", "--set", "model.quantization=none",
+                     "--set", "training.logging_steps=1")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not list(out.glob("logs/**/events.out.tfevents.*")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)  # TensorBoard's file appears as the training loop begins
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)  # as the terminal sends Ctrl-C: to the whole process group
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-3000:]
+    record = json.loads((out / "run.json").read_text())
+    step = record["global_step"]
+    assert record["status"] == "interrupted" and record["signal"] == "SIGINT" and 0 < step < 400
+    assert record["checkpoint"] == str(out / f"checkpoint-{step}")
+    assert [p.name for p in out.glob("checkpoint-*")] == [f"checkpoint-{step}"]
+    resume = shlex.split(record["resume_command"])  # the same options, then --resume
+    assert resume[:2] == ["cotharness", "train"] and resume[-1] == "--resume"
+    assert sorted(resume[2:-1]) == sorted(map(str, cmd[2:]))
+    last = stderr.strip().splitlines()[-1]
+    assert last == (f"interrupted: stopped by SIGINT at step {step}; checkpoint saved in {out}/checkpoint-{step}; "
+                    f"continue with: {record['resume_command']}")
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "peft" and "fine-tuned version of" not in card.text
+    assert f"**Interrupted** (SIGINT) at step {step}" in card.text
+
+    resumed = [str(BIN / "cotharness"), *shlex.split(record["resume_command"])[1:]]
+    resumed[resumed.index("--max-steps") + 1] = str(step + 3)  # a few more steps are enough to show it continues
+    done = subprocess.run(resumed, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "complete" and record["global_step"] == step + 3
+    assert record["resumed_from"] == str(out / f"checkpoint-{step}")
+    first, second = record["segments"]
+    assert (first["status"], first["to_step"], second["from_step"]) == ("interrupted", step, step)
+    assert record["train_seconds"] == pytest.approx(first["seconds"] + second["seconds"], abs=0.1)
+    assert "over 2 segments (resumed)" in (out / "README.md").read_text()
+
+
 def test_two_processes_data_parallel(tiny_model, sft_files, tmp_path):
     """The `accelerate launch` path: two processes (torchrun, gloo on CPU), each with a 4-bit copy."""
     out = tmp_path / "ddp"
@@ -228,7 +283,7 @@ def test_merge(trained_run, tiny_model, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, unmerged(ids).logits, atol=1e-4, rtol=1e-4)
     assert json.loads((out / "merge.json").read_text())["adapter_trained_on"] == "nf4"
-    with pytest.raises(FileExistsError):
+    with pytest.raises(UserError, match="exists; choose a new --out"):
         merge(trained_run, out, base_model=str(tiny_model))
 
 

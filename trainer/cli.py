@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -22,30 +24,59 @@ def train(
     estimate_memory: Annotated[bool, typer.Option(help="Only estimate GPU memory for this config.")] = False,
 ):
     """QLoRA fine-tuning with TRL's SFTTrainer (also: accelerate launch -m trainer ...)."""
-    from trainer.config import ConfigError, load_config, parse_set
+    from harness_tasks.errors import UserError, traceback_if_debugging
+    from trainer.train import RunInterrupted
 
-    overrides = parse_set(set_ or [])
+    # one line each, as the cotharness command says them, also under `python -m trainer` / accelerate launch
+    once = os.environ.get("RANK", "0") == "0"  # under a launcher, rank 0 speaks for every process
+    try:
+        _train(config, base_model, train_file, eval_file, output_dir, max_steps, set_ or [], resume, estimate_memory)
+    except UserError as err:  # the user's files or settings
+        if once:
+            traceback_if_debugging()
+            typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(err.exit_code) from None
+    except RunInterrupted as err:  # Ctrl-C or SIGTERM: what was kept and how to continue
+        if once:
+            typer.echo(f"interrupted: {err}", err=True)
+        raise typer.Exit(130) from None
+
+
+def _train(config, base_model, train_file, eval_file, output_dir, max_steps, set_, resume, estimate_memory):
+    from trainer.config import load_config, parse_set
+    from trainer.model import check_base_model
+
     flags = {"model": {"base_model": base_model}, "data": {"train_file": train_file, "eval_file": eval_file},
              "output_dir": output_dir, "training": {"max_steps": max_steps}}
-    try:
-        cfg = load_config(config, _merge_flags(overrides, flags))
-    except ConfigError as err:
-        raise typer.BadParameter(str(err), param_hint="--config/--set") from None
+    cfg = load_config(config, _merge_flags(parse_set(set_), flags))
     if estimate_memory:
         from trainer.memory import estimate, render
         from trainer.speed import resolve
 
+        check_base_model(cfg.model.base_model)
         cfg, notes = resolve(cfg)
         typer.echo("\n".join([*notes, render(estimate(cfg))]))
         return
-    from harness_tasks.data_files import DataFileError
     from trainer.train import train as run
 
-    try:
-        run(cfg, resume=resume)
-    except (ConfigError, DataFileError, FileExistsError, FileNotFoundError) as err:  # the user's files or settings
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    command = _resume_command(config=config, base_model=base_model, train_file=train_file, eval_file=eval_file,
+                              output_dir=output_dir, max_steps=max_steps, set_=set_)
+    run(cfg, resume=resume, resume_command=command)
+
+
+def _resume_command(set_: list[str], **options) -> str:
+    """The command that continues this run: the options it was given, and --resume. Under a launcher
+    (accelerate launch, torchrun) the launcher's own options (its config file, machines) are not visible
+    to the processes; only their count is given."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    argv = ["accelerate", "launch", "--num_processes", str(world), "-m", "trainer"] if world > 1 else \
+        ["cotharness", "train"]
+    for name, value in options.items():
+        if value is not None:
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    for item in set_:
+        argv += ["--set", item]
+    return shlex.join([*argv, "--resume"])
 
 
 def _merge_flags(overrides: dict, flags: dict) -> dict:
@@ -68,6 +99,13 @@ def merge(
     dtype: Annotated[str, typer.Option(help="bfloat16 | float16 | float32")] = "bfloat16",
 ):
     """Merge a LoRA adapter into a 16-bit copy of its base model (for fast inference and export)."""
+    from harness_tasks.errors import UserError, traceback_if_debugging
     from trainer.merge import merge as run
 
-    typer.echo(f"merged model written to {run(adapter, out, base_model=base_model, dtype=dtype)}")
+    try:
+        written = run(adapter, out, base_model=base_model, dtype=dtype)
+    except UserError as err:
+        traceback_if_debugging()
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(err.exit_code) from None
+    typer.echo(f"merged model written to {written}")

@@ -1,7 +1,9 @@
 """Training configuration: YAML files with ``base:`` inheritance, validated by pydantic.
 
-``training:`` accepts exactly the fields of TRL's ``SFTConfig`` (TRL owns them; we only check the
-names), the other sections are ours. Any unknown key is an error naming the closest valid key.
+``training:`` accepts exactly the fields of TRL's ``SFTConfig`` (TRL owns them; we check each name and
+value against its dataclass field), the other sections are ours. Any unknown key is an error naming the
+closest valid key, any value of the wrong type an error naming the key and the type it takes, before
+data or a model is loaded.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from harness_tasks.errors import UserError
 from harness_tasks.yaml_files import YamlFileError, merge, read_yaml
@@ -63,7 +65,10 @@ class DataSection(Section):
 
 
 # SFTConfig fields that also take "auto": trainer/speed.py chooses them for the machine at launch
-MACHINE_CHOSEN = ("use_liger_kernel", "gradient_checkpointing")
+MACHINE_CHOSEN = ("use_liger_kernel", "activation_checkpointing")
+# transformers 5.23 renamed these (the old names warn, and go in v6); configs may still use the old ones
+RENAMED = {"gradient_checkpointing": "activation_checkpointing",
+           "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs"}
 
 
 class TrainConfig(Section):
@@ -82,15 +87,64 @@ class TrainConfig(Section):
     @classmethod
     def _known_sft_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
         owned = {"output_dir": "output_dir", "max_length": "data.max_length"}
-        for key in value:
+        value = renamed(value)
+        out = {}
+        for key, item in value.items():
             if key in owned:
                 raise ValueError(f"training.{key}: set it as {owned[key]}")
             if key not in sft_fields():
                 raise ValueError(f"{key!r} is not a field of trl.SFTConfig{_suggest(key, sft_fields())}")
-            if key in MACHINE_CHOSEN and value[key] not in (True, False, "auto"):
-                raise ValueError(f"{key}: expected true, false or auto, got {value[key]!r}")
-        # YAML 1.1 reads 2e-4 (no dot) as a string; SFTConfig would get "2e-4"
-        return {k: _number(v) for k, v in value.items()}
+            if key in MACHINE_CHOSEN and item == "auto":
+                out[key] = item
+            elif key in MACHINE_CHOSEN and item not in (True, False):
+                raise ValueError(f"training.{key}: expected true, false or auto, got {item!r}")
+            else:
+                out[key] = _typed(key, item)
+        return out
+
+
+def renamed(training: dict[str, Any]) -> dict[str, Any]:
+    """``training`` with transformers' deprecated names under their new ones. Where a config that inherits
+    (``base:``) holds both, the old name wins: the shipped configs use only the new one, so an old name
+    was written by the user."""
+    out = {k: v for k, v in training.items() if k not in RENAMED}
+    for old, new in RENAMED.items():
+        if old in training:
+            out[new] = training[old]
+    return out
+
+
+def _typed(key: str, value):
+    """``value`` checked against SFTConfig's annotation of ``key``: a wrong type fails here, naming the key,
+    not deep inside the Trainer after the data and model are loaded. A number or boolean written as text
+    (YAML 1.1 reads 2e-4, without a dot, as a string) and a whole float for an int come back converted;
+    anything else as written (an enum stays the string the user wrote, for run.json and the card)."""
+    value = _number(value)
+    try:
+        checked = _adapter(key).validate_python(value)
+    except ValidationError:
+        raise ValueError(f"training.{key}={value!r}: expected {_type_name(_field_types()[key])} "
+                         "(the type of trl.SFTConfig's field)") from None
+    plain = type(checked) in (bool, int, float)
+    return checked if plain and (isinstance(value, str) or type(checked) is int and type(value) is float) else value
+
+
+@cache
+def _field_types() -> dict[str, Any]:
+    from trl import SFTConfig
+
+    return {f.name: f.type for f in dataclasses.fields(SFTConfig) if f.init}
+
+
+@cache
+def _adapter(key: str) -> TypeAdapter:
+    return TypeAdapter(_field_types()[key], config=ConfigDict(arbitrary_types_allowed=True))
+
+
+def _type_name(annotation) -> str:
+    """``float``, ``int | None``, ``SchedulerType | str``: the annotation without module paths."""
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    return re.sub(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)", r"\1", text).replace("NoneType", "None")
 
 
 def _number(value):
@@ -101,11 +155,8 @@ def _number(value):
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-@cache
 def sft_fields() -> frozenset[str]:
-    from trl import SFTConfig
-
-    return frozenset(f.name for f in dataclasses.fields(SFTConfig) if f.init)
+    return frozenset(_field_types())
 
 
 def _suggest(key: str, valid) -> str:
@@ -134,7 +185,12 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         data = read_yaml(Path(path)) if path else {}
     except YamlFileError as err:
         raise ConfigError(str(err)) from None
-    data = merge(data, overrides or {})
+    overrides = dict(overrides or {})
+    if isinstance(overrides.get("training"), dict):  # --set training.gradient_checkpointing=... replaces the new name
+        overrides["training"] = renamed(overrides["training"])
+        if isinstance(data.get("training"), dict):
+            data["training"] = renamed(data["training"])
+    data = merge(data, overrides)
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as err:
@@ -151,7 +207,8 @@ def _explain(err: ValidationError, path) -> str:
             valid = section.model_fields if section else {}
             lines.append(f"unknown key {loc!r}{_suggest(str(e['loc'][-1]), valid)}")
         else:
-            lines.append(f"{loc}: {e['msg'].removeprefix('Value error, ')}")
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(msg if msg.startswith(f"{loc}.") else f"{loc}: {msg}")
     return where + "; ".join(lines)
 
 

@@ -67,7 +67,7 @@ def estimate(cfg: TrainConfig, model_config=None, longest: int | None = None) ->
         + (0 if liger else act * inter + 2 * 4 * h)
         + (act + (1 if cfg.lora.dropout > 0 else 0)) * lora_in  # each LoRA branch's (dropped-out) input
     ) * tokens
-    checkpointing = cfg.training.get("gradient_checkpointing", True)
+    checkpointing = cfg.training.get("activation_checkpointing", True)
     activations = (n_layers * act * h * tokens + per_layer) if checkpointing else n_layers * per_layer
     # TRL's SFTTrainer computes the loss through a fused, chunked LM head: no tokens x vocab logits
     # tensor, only the final hidden states in fp32
@@ -100,6 +100,6 @@ def render(est: Estimate) -> str:
         lines.append("No CUDA GPU visible here: compare the total with your GPU's memory.")
     for i, (name, gib) in enumerate(est.gpus):
         verdict = "fits" if est.total <= gib * 0.95 else "DOES NOT FIT: lower per_device_train_batch_size, " \
-                  "data.max_length, or turn on gradient_checkpointing"
+                  "data.max_length, or turn on training.activation_checkpointing"
         lines.append(f"  GPU {i}: {name}, {gib:.1f} GiB: {verdict}")
     return "\n".join(lines)

@@ -8,9 +8,17 @@ import shutil
 from pathlib import Path
 
 from harness_tasks import manifest
+from harness_tasks.errors import UserError
 from harness_tasks.quant import to_dtype
+from trainer.config import ConfigError
+from trainer.model import check_base_model, hub_error
 
 log = logging.getLogger(__name__)
+DTYPES = ("bfloat16", "float16", "float32")
+
+
+class MergeError(UserError, ValueError):
+    pass
 
 
 def merge(adapter: str | Path, out: str | Path, base_model: str | None = None, dtype: str = "bfloat16") -> Path:
@@ -25,13 +33,25 @@ def merge(adapter: str | Path, out: str | Path, base_model: str | None = None, d
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     adapter, out = Path(adapter), Path(out)
+    if dtype not in DTYPES:  # before anything is loaded or said
+        raise MergeError(f"--dtype {dtype}: not a dtype to merge into; use one of {', '.join(DTYPES)}")
     if not (adapter / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{adapter}: no adapter_config.json (not a PEFT adapter directory)")
+        raise MergeError(f"--adapter {adapter}: no adapter_config.json (not a PEFT adapter directory; "
+                         "pass a training run's folder)")
     if out.exists():
-        raise FileExistsError(f"{out} exists; choose a new --out")
+        raise MergeError(f"--out {out} exists; choose a new --out (a merge never overwrites)")
     base = base_model or PeftConfig.from_pretrained(adapter).base_model_name_or_path
-    if getattr(AutoConfig.from_pretrained(base), "quantization_config", None):
-        raise ValueError(f"{base} is stored quantized; merge into a 16-bit copy of the base model instead "
+    option = ("--base-model" if base_model else
+              "the adapter's base model (its adapter_config.json; --base-model overrides)")
+    try:
+        check_base_model(base, option)
+        stored = AutoConfig.from_pretrained(base)
+    except ConfigError as err:
+        raise MergeError(str(err)) from None
+    except OSError as err:
+        raise MergeError(str(hub_error(base, err, option))) from None
+    if getattr(stored, "quantization_config", None):
+        raise MergeError(f"{base} is stored quantized; merge into a 16-bit copy of the base model instead "
                          "(--base-model), not into 4-bit weights")
     run_file = adapter / "run.json"
     trained_on = json.loads(run_file.read_text())["quantization"] if run_file.is_file() else None

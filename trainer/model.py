@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+from harness_tasks.model_paths import looks_local
 from harness_tasks.quant import bnb_config, to_dtype
-from trainer.config import LoraSection, ModelSection
+from trainer.config import ConfigError, LoraSection, ModelSection
 
 log = logging.getLogger(__name__)
+
+def check_base_model(name: str, option: str = "--base-model") -> None:
+    """A base model given as a local path that does not exist: said in one line before anything loads.
+
+    A path that looks local (``harness_tasks.model_paths.looks_local``: a leading '/', '.' or '~', more
+    than one '/', or a first part that is a folder here) is never looked up on the hub, where it would
+    fail as a malformed repo id."""
+    if looks_local(name) and not Path(name).expanduser().is_dir():
+        raise ConfigError(f"{option} {name}: no such directory (a hub id is owner/name, with no leading "
+                          "'/', './' or '~')")
+
+
+def hub_error(name: str, err: OSError, option: str = "--base-model") -> ConfigError:
+    """transformers' many-line OSError for a model it cannot find (a typo, no network) as one line."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ConfigError(f"{option} {name}: cannot load it ({first})")
 
 
 def load_tokenizer(cfg: ModelSection):
@@ -19,9 +37,13 @@ def load_tokenizer(cfg: ModelSection):
     """
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(cfg.base_model, trust_remote_code=cfg.trust_remote_code)
+    check_base_model(cfg.base_model)
+    try:
+        tok = AutoTokenizer.from_pretrained(cfg.base_model, trust_remote_code=cfg.trust_remote_code)
+    except OSError as err:
+        raise hub_error(cfg.base_model, err) from None
     if tok.eos_token is None:
-        raise ValueError(f"{cfg.base_model}: the tokenizer has no EOS token; cannot teach the model to stop")
+        raise ConfigError(f"{cfg.base_model}: the tokenizer has no EOS token; cannot teach the model to stop")
     if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
         if tok.unk_token is not None and tok.unk_token_id != tok.eos_token_id:
             tok.pad_token = tok.unk_token

@@ -1,4 +1,6 @@
-"""README.md of a run directory: what was trained, on what, how, and the command that evaluates it."""
+"""README.md of a run directory: a PEFT model card as the Hugging Face Hub reads it (YAML front matter:
+base model, library, pipeline, tags, data files), what was trained, on what, how, and the command whose
+output ``cotharness compare`` reads."""
 
 from __future__ import annotations
 
@@ -52,21 +54,50 @@ def _lm_eval_tasks(name: str) -> list[str]:
     return [task for task, folder in declared.items() if folder == name]
 
 
+def card_data(record: dict):
+    """The card's front matter: what the Hub shows and searches (``huggingface_hub.ModelCardData``)."""
+    from huggingface_hub import ModelCardData
+
+    model = record["config"]["model"]
+    tasks = list(dict.fromkeys([record["task"], *_lm_eval_tasks(record["task"])]))
+    quantized = ["qlora", "4-bit", "bitsandbytes"] if model["quantization"] in FOUR_BIT else \
+        ["8-bit", "bitsandbytes"] if model["quantization"] == "int8" else []
+    return ModelCardData(base_model=model["base_model"], library_name="peft", pipeline_tag="text-generation",
+                         tags=["cotharness", *tasks, "lora", *quantized, "sft", "trl", "chain-of-thought"],
+                         datasets=list(record["data"]) or None)
+
+
+FOUR_BIT = ("nf4", "fp4")
+
+
+def _quantization(model: dict) -> str:
+    """How the base was held while training, in words."""
+    if model["quantization"] in FOUR_BIT:
+        return (f"QLoRA: LoRA on a 4-bit {model['quantization'].upper()} base (double quantization: "
+                f"{model['double_quant']}, compute dtype {model['compute_dtype']})")
+    if model["quantization"] == "int8":
+        return "LoRA on an 8-bit (int8) base"
+    return f"LoRA on the unquantized base in {model['compute_dtype']}"
+
+
 def _evaluate(record: dict, name: str) -> str:
     cfg, model, task = record["config"], record["config"]["model"], record["task"]
     tasks = ",".join(_lm_eval_tasks(task))
     if not tasks:
         return (f"`{task}` has no lm-eval task. Load the adapter on the base it was trained on "
                 f"(`{eval_model_args(record)}`)" + (
-                    f", e.g. `cotharness datagen backtranslate augment --local-model {model['base_model']} "
+                    f", e.g. `cotharness datagen backtranslate augment --backend hf --model {model['base_model']} "
                     f"--adapter {cfg['output_dir']}`." if task == "backward" else "."))
     settings = "" if tasks == task else f" (`{tasks}`: its settings are in `harness_tasks/{task}/`)"
     return f"""On the same base it was trained on{settings}:
 
 ```bash
 cotharness eval --tasks {tasks} --model_args {eval_model_args(record)} \\
-  --batch_size 32 --output_path results/{name}
+  --output_path results/{name} --log_samples
 ```
+
+`cotharness compare results/<base run> results/{name} --out results/<comparison>` then compares it with
+the base model's run on the same documents.
 
 Plain lm-eval (cannot load 4-bit on transformers 5; this runs the adapter on a bf16 base):
 
@@ -78,28 +109,56 @@ lm_eval --include_path harness_tasks --tasks {tasks} --model hf \\
 
 def _steps(record: dict) -> str:
     step, target = record.get("global_step"), record.get("max_steps")
-    return f"{step} of {target} (stopped early)" if step is not None and target and step < target else str(step)
+    if step is None or not target or step >= target:
+        return str(step)
+    return f"{step} of {target}" + (" (stopped early)" if record.get("status", "complete") == "complete" else "")
+
+
+def _time(record: dict) -> str:
+    """Training time over every segment of the run (a resumed run trains in several processes)."""
+    seconds, segments = record.get("train_seconds"), record.get("segments") or []
+    if seconds is None:
+        return "training time not recorded"
+    return f"training time {seconds} s" + (f" over {len(segments)} segments (resumed)" if len(segments) > 1 else "")
+
+
+def _status(record: dict) -> str:
+    status = record.get("status", "complete")
+    if status == "interrupted":
+        return (f"> **Interrupted** ({record.get('signal')}) at step {record.get('global_step')}: the adapter is not "
+                f"written yet. Continue with `{record.get('resume_command')}`.\n\n")
+    if status == "failed":
+        return f"> **Failed** at step {record.get('global_step')}: `{record.get('error')}`.\n\n"
+    return ""
 
 
 def render(record: dict) -> str:
+    """The README.md text: front matter (``card_data``) then the body."""
+    from huggingface_hub import ModelCard
+
+    return str(ModelCard(f"---\n{card_data(record).to_yaml()}\n---\n\n{_body(record)}"))
+
+
+def _body(record: dict) -> str:
     cfg = record["config"]
     name = Path(cfg["output_dir"]).name
     model, lora, data, training = cfg["model"], cfg["lora"], cfg["data"], cfg["training"]
     resolved = record.get("resolved") or {}  # what "auto" became on the training machine
     rows = "\n".join(f"| `{k}` | `{v}`{f' (chose `{resolved[k]}`)' if v == 'auto' and k in resolved else ''} |"
                      for k, v in sorted(training.items()))
-    files = "\n".join(f"- `{p}`: {d['rows']} rows, sha256 `{d['sha256'][:12]}…`, tokens median {d['tokens_median']}"
-                      f" / max {d['tokens_max']}, {d['over_max_length']} over max_length"
+    files = "\n".join(f"- `{p}`: {d['rows']} rows, sha256 `{d['sha256'][:12]}…`, tokens median "
+                      f"{d['tokens_median']} / max {d['tokens_max']}, {d['over_max_length']} over max_length"
                       for p, d in record["data"].items())
     ev = record.get("eval_metrics") or {}
     evals = (f"- eval loss (held-out `{data['eval_file']}`): {ev['eval_loss']:.4f}" if "eval_loss" in ev
+             else f"- eval loss: not measured yet (`{data['eval_file']}`)" if data["eval_file"]
              else "- no eval file was given")
     git = record["git"]
     writes, target = _describe(get_task(record["task"]))
     return f"""# {name}
 
-A LoRA adapter for **{model['base_model']}**, fine-tuned with cotharness on the `{record['task']}` task
-({writes}), {'QLoRA on a ' + model['quantization'] + ' 4-bit base' if model['quantization'] in ('nf4', 'fp4') else model['quantization'] + ' base'}.
+{_status(record)}A LoRA adapter for **{model['base_model']}**, fine-tuned with cotharness on the `{record['task']}`
+task ({writes}); {_quantization(model)}.
 
 ## Evaluate it
 
@@ -111,7 +170,7 @@ the same text at training and evaluation.
 ## Results
 
 {evals}
-- steps: {_steps(record)}, training time {record.get('train_seconds')} s
+- steps: {_steps(record)}, {_time(record)}
 - best checkpoint: {record.get('best_checkpoint') or 'n/a'}
 - task metrics: run the command above (lm-eval writes them under `results/{name}/`)
 
@@ -124,7 +183,7 @@ Targets: {target}; loss on the target only; rows over
 
 ## Training
 
-- quantization: {model['quantization']} (double quant: {model['double_quant']}, compute dtype: {model['compute_dtype']})
+- base model: {_quantization(model)}
 - LoRA: r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']}, target modules: {lora['target_modules']}
 - early stopping patience: {cfg['early_stopping_patience']}
 
