@@ -38,8 +38,8 @@ def make_rows(path: Path, n: int) -> Path:
 
 
 # The third arm: the project without its cache of the SDK's per-call pydantic model classes
-# (datagen/backends/mistral.py), to show what that cache is worth.
-UNCACHED = "import datagen.backends.mistral as m; m._cache_sdk_models = lambda: None; "
+# (datagen/engine/backends/mistral.py), to show what that cache is worth.
+UNCACHED = "import datagen.engine.backends.mistral as m; m._cache_sdk_models = lambda: None; "
 
 
 def run_arm(url: str, rows: Path, out: Path, concurrency: int, prelude: str = "") -> dict:

@@ -2,7 +2,7 @@
 
 1. base: build the tiny Mistral-architecture model and pre-train it on generic word comparisons
    (cotharness/tiny_pretrain.py says why); kept in ``runs/demo/tiny-base`` and reused.
-2. data: train/dev/test splits of the synthetic NLI task (datagen/synthetic_nli.py; test names unseen).
+2. data: train/dev/test splits of the synthetic NLI task (datagen/synthetic/nli.py; test names unseen).
 3. train: LoRA fine-tuning through the real trainer with ``configs/train/demo.yaml``.
 4. evaluate base and fine-tuned with lm-eval ``nli_cot`` on the held-out test split.
 5. compare: ``results/demo/summary.{md,csv,json}``, confusion matrices and bars, and the table.

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 from cotharness.compare_runs import CompareError, MissingRunError, Run
-from datagen.store import sidecar
+from datagen.engine.store import sidecar
 from harness_tasks import manifest, metrics
 from harness_tasks.data_files import read_rows
 from harness_tasks.tasks import get_task

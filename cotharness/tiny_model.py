@@ -23,7 +23,7 @@ CHAT_TEMPLATE = (
 def corpus(n_rows: int = 600, seed: int = 0) -> list[str]:
     """Text to train the tokenizer on: prompts and answers of the project's own tasks."""
     import prompts
-    from datagen.synthetic_nli import generate
+    from datagen.synthetic.nli import generate
     from harness_tasks.tasks import get_task
 
     task, texts = get_task("nli_cot"), []

@@ -65,7 +65,7 @@ def pretrain(model_dir: str | Path, steps: int = 1000, batch_size: int = 32, lin
     )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from datagen.synthetic_nli import vocabulary
+    from datagen.synthetic.nli import vocabulary
     from harness_tasks.manifest import write_atomic
 
     model_dir = Path(model_dir)

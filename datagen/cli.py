@@ -7,8 +7,15 @@ from typing import Annotated, Literal
 
 import typer
 
-from datagen.cli_checks import OneLineCommand, OneLineGroup, api_key_for, backend_settings, one_line
-from datagen.cli_options import (
+from datagen.engine.cli_checks import (
+    OneLineCommand,
+    OneLineGroup,
+    api_key_for,
+    backend_settings,
+    finish,
+    one_line,
+)
+from datagen.engine.cli_options import (
     Adapter,
     Backend,
     BatchSize,
@@ -49,8 +56,8 @@ Reprompts = Annotated[int, typer.Option(min=0, help="Re-prompts with the error a
 
 
 def _stage(stage: str, **kw) -> None:
-    from datagen.pipeline import StageRun
-    from datagen.runner import Options
+    from datagen.engine.pipeline import StageRun
+    from datagen.engine.runner import Options
 
     with one_line():
         concurrency, backend_args = backend_settings(
@@ -69,25 +76,12 @@ def run_or_exit(cfg) -> None:
 
     Exit codes: 0 every row this stage wants is done; 1 some are failed (see ``finish``); 2 a user's
     mistake or a failure no request can survive; 3 stopped early (``--max-cost``); 130 Ctrl-C."""
-    from datagen.pipeline import run
+    from datagen.teacher.stages import run
 
     with one_line():
         tally = run(cfg)
     if not cfg.dry_run:  # a dry run did nothing that could fail
         finish(tally)
-
-
-def finish(tally) -> None:
-    """The exit after a run that has written everything: 3 if it stopped early, else 1 if rows it was
-    asked to do are failed, so that a script or a Makefile notices. Failed rows get one closing line."""
-    if tally.failed_rows:
-        earlier = f", {tally.failed_before} of them in an earlier run" if tally.failed_before else ""
-        typer.echo(f"{tally.failed_rows} row(s) failed{earlier}: rerun with --retry-failed to try them again",
-                   err=True)
-    if tally.stopped:
-        raise typer.Exit(3)
-    if tally.failed_rows:
-        raise typer.Exit(1)
 
 
 def _teacher_command(stage_name: str, default_model: str, doc: str):
@@ -131,7 +125,7 @@ _command("reflect")(_teacher_command(
 
 
 def _prepare_command():
-    from datagen.prepare import command
+    from datagen.teacher.prepare import command
 
     return command
 
@@ -140,7 +134,7 @@ _command("prepare")(_prepare_command())
 
 
 def _tools_command():
-    from datagen.tools_cli import command
+    from datagen.tools.cli import command
 
     return command
 
@@ -149,7 +143,7 @@ _command("tools")(_tools_command())
 
 
 def _backtranslate_cli():
-    from datagen import backtranslate_cli
+    from datagen.backtranslate import cli as backtranslate_cli
 
     return backtranslate_cli
 
@@ -174,8 +168,8 @@ def puzzles(
     solver (entailment / contradiction / ambiguous), with the solver's reasoning as the thought.
 
     People's names differ between splits; families and labels take turns, so both are balanced."""
-    from datagen.cli_checks import UsageError
-    from datagen.synthetic_puzzles import LABELS, write
+    from datagen.engine.cli_checks import UsageError
+    from datagen.synthetic.puzzles import LABELS, write
 
     with one_line("each file is either complete or untouched; rerun with --force"):
         if split is not None or n is not None:  # the spelling of a single-file output, before --out was a folder
@@ -199,7 +193,7 @@ def synthetic(
     seed: Seed = 0, force: Force = False,
 ):
     """The project's synthetic NLI task with gold labels and step-by-step thoughts."""
-    from datagen.synthetic_nli import write_splits
+    from datagen.synthetic.nli import write_splits
 
     with one_line("each file is either complete or untouched; rerun with --force"):
         written = write_splits(out, {"train": train, "dev": dev, "test": test}, seed, force)
@@ -209,6 +203,6 @@ def synthetic(
 
 def write_synthetic(out: Path, sizes: dict[str, int], seed: int = 0) -> dict[str, Path]:
     """The synthetic NLI splits, replacing any earlier ones (the demo's own working folder)."""
-    from datagen.synthetic_nli import write_splits
+    from datagen.synthetic.nli import write_splits
 
     return write_splits(out, sizes, seed, force=True)

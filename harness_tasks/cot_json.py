@@ -1,6 +1,6 @@
 """Extract the answer from a model's chain-of-thought JSON output.
 
-``parse(text)`` never raises and never guesses: a label comes only from an explicit label field of
+``parse(text, schema)`` never raises and never guesses: a label comes only from an explicit label field of
 an answer the model wrote. Anything else is ``label=None``, which the metrics count as wrong.
 Order of attempts (the first answer carrying a valid label wins within each):
   1. "json":     strict JSON objects found anywhere in the text (code fences, prose, glued repeats);
@@ -46,12 +46,6 @@ class Parsed:
         return asdict(self)
 
 
-def _default_schema() -> AnswerSchema:
-    from harness_tasks.nli_cot.utils import SCHEMA  # the project's main task
-
-    return SCHEMA
-
-
 # Typographic quotes some models write as JSON delimiters: {“thought_process”: “…”, …}
 _TYPOGRAPHIC = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'", "‚": "'"})
 
@@ -61,9 +55,9 @@ def straighten_quotes(text: str) -> str:
     return text.translate(_TYPOGRAPHIC)
 
 
-def parse(text, schema: AnswerSchema | None = None) -> Parsed:
-    """Parse one model output. Never raises; ``label`` is a valid label or None."""
-    schema = schema or _default_schema()
+def parse(text, schema: AnswerSchema) -> Parsed:
+    """Parse one model output in the answer format of ``schema`` (the task's). Never raises; ``label``
+    is a valid label or None."""
     try:
         parsed = _parse(text, schema)
         # Only when the text as written has no answer: typographic quotes inside a valid JSON string

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cotharness.cli import app
-from datagen.backtranslate import augment_stage, echoes, read_instruction
-from datagen.curate import read_judgement
+from datagen.backtranslate.augment import augment_stage, echoes, read_instruction
+from datagen.backtranslate.curate import read_judgement
 from harness_tasks.tasks import get_task
 from trainer.config import load_config
 
@@ -69,7 +69,7 @@ def test_backward_config_trains_on_inverse_output(backward_run):
 
 def test_local_backward_model_gets_the_backward_prompt_exactly(tiny_model, seed_pairs, backward_run, tmp_path):
     """What augment sends a local model is the text, and the tokens, the backward model was trained on."""
-    from datagen.backends.hf import HFBackend
+    from datagen.engine.backends.hf import HFBackend
     from trainer.train import prepare
 
     row = read(seed_pairs / "train.jsonl")[0]
@@ -93,9 +93,9 @@ def test_local_backward_model_gets_the_backward_prompt_exactly(tiny_model, seed_
 def test_augment_with_the_local_backward_model(tiny_model, backward_run, tmp_path, monkeypatch):
     """Batched sampling through the adapter; every first answer is refused here, so every row is re-asked:
     the same prompt again with the next seed, which gives a new sample."""
-    from datagen import backtranslate
-    from datagen.answers import InvalidAnswer
-    from datagen.backends.hf import HFBackend
+    from datagen.backtranslate import augment as backtranslate
+    from datagen.engine.answers import InvalidAnswer
+    from datagen.engine.backends.hf import HFBackend
 
     monkeypatch.chdir(tmp_path)
     sent, refused, check = [], {}, backtranslate.check_instruction
@@ -178,7 +178,7 @@ def test_shipped_configs():
     final = load_config(REPO / "configs/train/self_instruct.yaml")
     assert (final.data.task, final.lora.r, final.training["learning_rate"], final.training["num_train_epochs"]) == (
         "instruct", 16, 2e-4, 3)
-    from datagen.backtranslate_settings import load
+    from datagen.backtranslate.settings import load
 
     augment, _ = load(None, "augment", {})
     curate, _ = load(None, "curate", {})
@@ -198,7 +198,7 @@ def test_echoed_instructions(instruction, response, echo):
 
 
 def test_replies_are_read_as_free_text():
-    from datagen.answers import InvalidAnswer
+    from datagen.engine.answers import InvalidAnswer
 
     assert read_instruction("Instruction: Name a French city.\n") == "Name a French city."
     with pytest.raises(InvalidAnswer, match="empty"):

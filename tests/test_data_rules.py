@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from datagen.stages import input_rows
+from datagen.teacher.stages import input_rows
 from harness_tasks.data_files import DataFileError, read_rows
 from harness_tasks.nli_cot import utils as nli
 from harness_tasks.puzzte import utils as puzzte

@@ -288,7 +288,7 @@ def test_killed_run_resumes_without_duplicates_or_paying_twice(key, tmp_path):
 
 
 def test_two_runs_cannot_write_one_output(tmp_path):
-    from datagen.store import JsonlStore, OutputLockedError
+    from datagen.engine.store import JsonlStore, OutputLockedError
 
     out = tmp_path / "t.jsonl"
     with JsonlStore(out) as first:

@@ -32,7 +32,7 @@ def key(monkeypatch, tmp_path):
 
 
 def test_thoughts_reflect_prepare_train(key, tmp_path, tiny_model):
-    from datagen.synthetic_nli import generate
+    from datagen.synthetic.nli import generate
 
     pairs = [{k: r[k] for k in ("premise", "hypothesis", "label")} for r in generate("train", 60)]
     inp = write_jsonl(tmp_path / "pairs.jsonl", pairs)

@@ -1,4 +1,4 @@
-"""The local transformers teacher (datagen/backends/hf.py) on the embedded tiny model: batching,
+"""The local transformers teacher (datagen/engine/backends/hf.py) on the embedded tiny model: batching,
 padding, token counts, adapters, seeding, re-prompt conversations, failures."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import asyncio
 import pytest
 import torch
 
-from datagen.backends import make_backend
-from datagen.backends.base import ChatRequest
-from datagen.backends.hf import HFBackend
+from datagen.engine.backends import make_backend
+from datagen.engine.backends.base import ChatRequest
+from datagen.engine.backends.hf import HFBackend
 
 SYSTEM = {"role": "system", "content": "You label premise/hypothesis pairs."}
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cotharness.cli import app
-from datagen.cli_checks import UsageError, backend_settings, server_url
+from datagen.engine.cli_checks import UsageError, backend_settings, server_url
 
 
 def invoke(*args):

@@ -7,7 +7,7 @@ import typer
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
 from typer.testing import CliRunner
 
-from datagen.prepare import PrepareError, command, prepare
+from datagen.teacher.prepare import PrepareError, command, prepare
 from harness_tasks.data_files import DataFileError
 from harness_tasks.errors import UserError
 from harness_tasks.tasks import get_task

@@ -140,7 +140,7 @@ def test_a_whole_last_row_without_its_newline_is_kept(key, tmp_path):
 
 
 def test_the_store_cuts_only_a_torn_tail(tmp_path):
-    from datagen.store import JsonlStore
+    from datagen.engine.store import JsonlStore
     from harness_tasks.data_files import DataFileError
 
     out = tmp_path / "t.jsonl"

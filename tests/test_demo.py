@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from datagen.synthetic_nli import FAMILIES, check, generate, vocabulary
+from datagen.synthetic.nli import FAMILIES, check, generate, vocabulary
 
 from conftest import REPO
 

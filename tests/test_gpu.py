@@ -9,7 +9,7 @@ import importlib.util
 import pytest
 import torch
 
-from datagen.synthetic_nli import generate
+from datagen.synthetic.nli import generate
 from trainer.config import load_config
 from trainer.train import prepare
 

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cotharness.cli import app
-from datagen.synthetic_puzzles import generate
+from datagen.synthetic.puzzles import generate
 from harness_tasks.data_files import DataFileError
 from harness_tasks.puzzte import utils
 from harness_tasks.tasks import get_task, schema_for

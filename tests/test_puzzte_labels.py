@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cotharness.cli import app
-from datagen.synthetic_puzzles import balance, generate
+from datagen.synthetic.puzzles import balance, generate
 from harness_tasks.puzzte.utils import SAMPLE_FILE
 
 SENTENCE = re.compile(r'[^."]+"[^"]*"|[^."]+\.')  # a quoted claim keeps its own period

@@ -17,7 +17,7 @@ def test_bundled_sample_is_balanced_and_labelled():
 
 def test_bundled_sample_matches_generator():
     """The shipped sample is what the project's generator writes (no hand edits, no drift)."""
-    from datagen.synthetic_nli import generate
+    from datagen.synthetic.nli import generate
 
     rows = [json.loads(line) for line in SAMPLE_FILE.read_text().splitlines()]
     expected = [{k: r[k] for k in ("id", "premise", "hypothesis", "label")} for r in generate("test", len(rows))]

@@ -252,7 +252,7 @@ def test_password_in_the_query_string_is_masked_too(postgres, tmp_path):
     ("sqlite:///logs.db", "sqlite:///logs.db", []),
 ])
 def test_masked_urls(url, shown, hidden):
-    from datagen.tools_db import masked, scrub
+    from datagen.tools.db import masked, scrub
 
     assert masked(url) == shown
     message = "the driver said: " + " and ".join(hidden)

@@ -14,7 +14,7 @@ from conftest import REPO, write_jsonl
 
 @pytest.fixture(scope="module")
 def sft_files(tmp_path_factory):
-    from datagen.synthetic_nli import generate
+    from datagen.synthetic.nli import generate
 
     d = tmp_path_factory.mktemp("sft")
     return write_jsonl(d / "train.jsonl", generate("train", 48)), write_jsonl(d / "dev.jsonl", generate("dev", 16))

@@ -24,7 +24,7 @@ DEMO = REPO / "configs/train/demo.yaml"
 
 @pytest.fixture(scope="module")
 def sft_files(tmp_path_factory):
-    from datagen.synthetic_nli import generate
+    from datagen.synthetic.nli import generate
 
     d = tmp_path_factory.mktemp("sft")
     return write_jsonl(d / "train.jsonl", generate("train", 48)), write_jsonl(d / "dev.jsonl", generate("dev", 16))

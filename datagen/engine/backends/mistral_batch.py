@@ -17,11 +17,11 @@ import time
 import uuid
 from pathlib import Path
 
-from datagen.answers import InvalidAnswer
-from datagen.backends.base import BackendError, ChatRequest, FatalBackendError
-from datagen.backends.mistral import classify, client, close, completion_of
-from datagen.runner import Budget, BudgetExhausted, Item, Recorder, console, new_turns
-from datagen.store import row_key, sidecar
+from datagen.engine.answers import InvalidAnswer
+from datagen.engine.backends.base import BackendError, ChatRequest, FatalBackendError
+from datagen.engine.backends.mistral import classify, client, close, completion_of
+from datagen.engine.runner import Budget, BudgetExhausted, Item, Recorder, console, new_turns
+from datagen.engine.store import row_key, sidecar
 from harness_tasks.manifest import write_atomic
 from harness_tasks.secrets import api_key, redact
 

@@ -17,7 +17,7 @@ def endpoint(backend: str, model: str, server_url: str | None, args: dict) -> st
         return f"hf:{Path(model).resolve() if Path(model).exists() else model}" + (
             f"+{Path(adapter).resolve()}" if adapter else "") + (":4bit" if args.get("load_in_4bit") else "") + (
             ":instruction-format" if args.get("use_chat_template") is False else "")  # another prompt text
-    from datagen.backends.mistral import endpoint_of
+    from datagen.engine.backends.mistral import endpoint_of
 
     return endpoint_of(server_url)
 
@@ -25,12 +25,12 @@ def endpoint(backend: str, model: str, server_url: str | None, args: dict) -> st
 def make_backend(backend: str, model: str, server_url: str | None, timeout_s: float, args: dict,
                  concurrency: int = 8):
     if backend == "mistral":
-        from datagen.backends.mistral import MistralBackend
+        from datagen.engine.backends.mistral import MistralBackend
         from harness_tasks.secrets import api_key
 
         return MistralBackend(api_key(required=server_url is None), server_url, timeout_s, concurrency)
     if backend == "hf":
-        from datagen.backends.hf import HFBackend
+        from datagen.engine.backends.hf import HFBackend
 
         return HFBackend(model, endpoint=endpoint(backend, model, None, args), **args)
     raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")

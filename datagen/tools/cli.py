@@ -8,10 +8,11 @@ from typing import Annotated
 
 import typer
 
-from datagen import tools_data, tools_db
-from datagen.cli_checks import UsageError as _Usage
-from datagen.cli_checks import existing
-from datagen.cli_options import Force, Seed
+from datagen.engine.cli_checks import UsageError as _Usage
+from datagen.engine.cli_checks import existing
+from datagen.engine.cli_options import Force, Seed
+from datagen.tools import data as tools_data
+from datagen.tools import db as tools_db
 from harness_tasks.errors import UserError, traceback_if_debugging
 from harness_tasks.manifest import sha256_file
 from harness_tasks.tool_select.tools import DEFAULT_TOOLS_FILE, load_tools

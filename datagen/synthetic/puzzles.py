@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from datagen.synthetic_nli import SPLIT_FRACTIONS, split_names
+from datagen.synthetic.nli import SPLIT_FRACTIONS, split_names
 
 LABELS = ("entailment", "contradiction", "ambiguous")
 ATTEMPTS = 500  # draws per row; a label a family can reach comes within a few draws
@@ -359,7 +359,7 @@ def balance(rows: list[dict]) -> dict[str, dict[str, int]]:
 def write(out: Path, sizes: dict[str, int], seed: int = 0, force: bool = False) -> dict[str, dict]:
     """``out/<split>.jsonl`` for each split with rows, and ``out/manifest.json`` (options, balance,
     versions); returns split -> the balance of its rows."""
-    from datagen.split_files import write_splits
+    from datagen.engine.split_files import write_splits
 
     balances: dict[str, dict] = {}
 

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 import prompts
-from datagen.backends.base import ChatRequest, Completion, FatalBackendError
+from datagen.engine.backends.base import ChatRequest, Completion, FatalBackendError
 
 DEFAULT_MAX_TOKENS = 1024
 GATHER_S = 0.005  # once a request is there, how long to wait for more to fill the batch

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from datagen.cli_checks import UsageError, existing
+from datagen.engine.cli_checks import UsageError, existing
 from harness_tasks.manifest import git_commit, package_versions, sha256_file, write_atomic
 
 SPLITS = ("train", "dev", "test")

@@ -142,7 +142,7 @@ def generate(split: str, n: int, seed: int = 0) -> Iterator[dict]:
 
 def write_splits(out, sizes: dict[str, int], seed: int = 0, force: bool = False) -> dict:
     """``out/<split>.jsonl`` for each split with rows, and ``out/manifest.json``; split -> path."""
-    from datagen import split_files
+    from datagen.engine import split_files
 
     return split_files.write_splits(out, sizes, lambda split, n: list(generate(split, n, seed)),
                                     command="cotharness datagen synthetic", options={**sizes, "seed": seed},

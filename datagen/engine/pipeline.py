@@ -1,4 +1,4 @@
-"""One invocation of a teacher stage, from the command line's settings to the closing summary.
+"""One invocation of a stage (any workload's), from the command line's settings to the closing summary.
 
 Reads and validates the input, opens (locks, repairs) the output, plans the requests, refreshes
 finished rows whose input changed and drops those the stage no longer wants, runs the requests on
@@ -11,29 +11,28 @@ sends and writes nothing.
 from __future__ import annotations
 
 import asyncio
-import difflib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rich.table import Table
 
 import prompts
-from datagen import runner
-from datagen.backends import BACKENDS, make_backend
-from datagen.cli_checks import UsageError, choice, server_url, task_spec
-from datagen.pricing import Price, estimate_tokens, price_for
-from datagen.runner import Budget, Item, Options, Recorder, Tally, console
-from datagen.stages import STAGES, Stage, input_rows
-from datagen.store import JsonlStore, row_key, sidecar
+from datagen.engine import runner
+from datagen.engine.backends import BACKENDS, make_backend
+from datagen.engine.cli_checks import UsageError, choice, server_url, task_spec
+from datagen.engine.pricing import Price, estimate_tokens, price_for
+from datagen.engine.runner import Budget, Item, Options, Recorder, Tally, console
+from datagen.engine.stage import Stage
+from datagen.engine.store import JsonlStore, row_key, sidecar
 from harness_tasks import manifest
 from harness_tasks.data_files import is_empty
 from harness_tasks.secrets import api_key, redact
 from harness_tasks.tables import read_table
+from harness_tasks.tasks import TaskSpec
 
-STAGE_TEMPLATES = {"thoughts": ("teacher_system",), "score": ("judge_system", "judge_user"),
-                   "reflect": ("reflect_system", "reflect_user")}
 TYPICAL_ANSWER_TOKENS = 250  # dry-run estimate before any answer of this run exists
 
 
@@ -90,13 +89,15 @@ def params(cfg: StageRun) -> dict:
     return out
 
 
-def run(cfg: StageRun, stage: Stage | None = None, rows: list[dict] | None = None) -> Tally:
+def run(cfg: StageRun, stage: Stage | Callable[[TaskSpec], Stage],
+        rows: list[dict] | Callable[[TaskSpec], list[dict]]) -> Tally:
     """Run one stage; returns what it did (also printed and recorded in the manifest).
 
-    ``stage`` and ``rows``: a stage defined outside ``STAGES`` (e.g. ``datagen/backtranslate.py``) and its
-    validated input rows; by default ``STAGES[cfg.stage]`` and the rows it reads from ``cfg.input``.
+    ``stage`` and ``rows``: the workload's stage and its validated input rows, or functions of the task
+    that make them (called after every setting is checked, so a wrong option is reported before the
+    input is read: the teacher's ``datagen.teacher.stages.run``).
     """
-    from datagen.backends import endpoint
+    from datagen.engine.backends import endpoint
 
     # every setting is checked before the input is read, a request sent or a model loaded
     choice("--backend", cfg.backend, BACKENDS)
@@ -107,19 +108,11 @@ def run(cfg: StageRun, stage: Stage | None = None, rows: list[dict] | None = Non
         raise UsageError(f"--out {cfg.out}: the output is JSONL; name it *.jsonl")
     if cfg.out.is_dir():
         raise UsageError(f"--out {cfg.out}: is a directory; the output is one JSONL file")
-    stage = stage or STAGES[cfg.stage](task)
+    stage = stage if isinstance(stage, Stage) else stage(task)
     if stage.answer_model is None and cfg.response_format != "none":
         raise UsageError(f"{cfg.stage} is answered in free text, not JSON: use --response-format none")
-    if rows is None:
-        if cfg.stage == "thoughts" and cfg.label_column != "label":
-            # a gold label column asked for by name must be there: read as absent, the file would quietly
-            # become unlabelled and every row be sent
-            columns = read_table(cfg.input).columns
-            if cfg.label_column not in columns:
-                close = difflib.get_close_matches(cfg.label_column, columns, n=1)
-                raise UsageError(f"--label-column {cfg.label_column!r}: {cfg.input} has no such column (columns: "
-                                 f"{', '.join(columns)}){f'; did you mean {close[0]!r}?' if close else ''}")
-        rows = input_rows(cfg.stage, cfg.input, task, cfg.label_column, cfg.empty_labels)
+    if callable(rows):
+        rows = rows(task)
     rows = rows[: cfg.limit]
     price = price_for(cfg.model, cfg.backend, cfg.prices)
     if cfg.options.max_cost is not None and price is None:
@@ -171,7 +164,7 @@ def run(cfg: StageRun, stage: Stage | None = None, rows: list[dict] | None = Non
 
 async def _execute(cfg: StageRun, backend, items: list[Item], recorder: Recorder, budget: Budget) -> None:
     if backend is None:
-        from datagen.backends.mistral_batch import run_batch
+        from datagen.engine.backends.mistral_batch import run_batch
 
         if items:
             await run_batch(cfg, items, recorder, budget)
@@ -203,7 +196,7 @@ def _write_manifest(cfg: StageRun, stage: Stage, store: JsonlStore, tally: Tally
     path = manifest_path(cfg.out)
     previous = json.loads(path.read_text()) if path.is_file() else {}
     statuses = _statuses(store, cfg.stage)
-    templates = (*STAGE_TEMPLATES.get(cfg.stage, stage.templates), stage.task.template)
+    templates = (*stage.templates, stage.task.template)
     data = {
         "stage": cfg.stage, "task": stage.task.name, "backend": cfg.backend, "model": cfg.model,
         "endpoint": redact(where),

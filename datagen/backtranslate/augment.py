@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datagen.answers import InvalidAnswer
-from datagen.stages import Stage
+from datagen.engine.answers import InvalidAnswer
+from datagen.engine.stage import Stage
 from harness_tasks.data_files import DataFileError, claim_id, read_rows, row_id, text_cell
 from harness_tasks.tasks import get_task
 

@@ -13,7 +13,7 @@ from harness_tasks.manifest import sha256_file
 from harness_tasks.yaml_files import YamlFileError, merge, read_yaml
 
 SHIPPED_NAME = "configs/datagen/backtranslate.yaml"
-DEFAULT_SETTINGS = Path(__file__).resolve().parents[1] / SHIPPED_NAME
+DEFAULT_SETTINGS = Path(__file__).resolve().parents[2] / SHIPPED_NAME
 
 
 class _Section(BaseModel):

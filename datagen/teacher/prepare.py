@@ -30,8 +30,8 @@ from typing import Annotated
 
 import typer
 
-from datagen import prepare_stats
-from datagen.cli_checks import existing, one_line, task_spec
+from datagen.engine.cli_checks import existing, one_line, task_spec
+from datagen.teacher import prepare_stats
 from harness_tasks.data_files import DataFileError, read_rows, require_columns
 from harness_tasks.errors import UserError
 from harness_tasks.manifest import git_commit, package_versions, sha256_file, write_atomic
@@ -130,7 +130,7 @@ def read_thoughts(path: Path, task: TaskSpec) -> Thoughts:
 
 
 def _improved(task: TaskSpec) -> str:
-    return f"improved_{task.schema.thought_key}"  # the reflect stage's field (datagen/stages.py)
+    return f"improved_{task.schema.thought_key}"  # the reflect stage's field (datagen/teacher/stages.py)
 
 
 def _set_reflection(item: Item, row: dict, task: TaskSpec, label_is_reflections: bool) -> None:

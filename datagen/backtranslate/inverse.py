@@ -74,7 +74,7 @@ def invert(input: Path, out: Path, instruction_column: str = "instruction", resp
     (write, then rename), so a killed run leaves the previous version or the new one."""
     if not 0 <= dev_fraction < 1:
         raise DataFileError(f"--dev-fraction {dev_fraction}: must be at least 0 and below 1")
-    from datagen.cli_checks import existing
+    from datagen.engine.cli_checks import existing
 
     existing(out, ("train.jsonl", "dev.jsonl", "manifest.json"), force)
     pairs, duplicates, n_read = read_pairs(input, instruction_column, response_column)

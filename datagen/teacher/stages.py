@@ -12,60 +12,22 @@ plus the stage's fields, with how it was made under ``meta.<stage>``.
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 import prompts
-from datagen.answers import InvalidAnswer
+from datagen.engine import pipeline
+from datagen.engine.answers import InvalidAnswer
+from datagen.engine.cli_checks import UsageError
+from datagen.engine.pipeline import StageRun
+from datagen.engine.runner import Tally
+from datagen.engine.stage import Stage
 from harness_tasks.data_files import DataFileError, check_header, load_task_rows, read_table, require_columns
 from harness_tasks.tasks import TaskSpec
-
-SCORES = (1, 2, 3, 4, 5)
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    task: TaskSpec
-    system: str | None
-    """the system prompt (the same for every row); None: the user message alone"""
-    user: Callable[[dict], str]
-    answer_model: type[BaseModel] | None
-    """the JSON answer's schema; None for a stage whose replies are free text (see ``read``)"""
-    result: Callable[[dict, BaseModel], dict]
-    """output fields from (input row, validated answer)"""
-    empty: dict
-    """the same fields for a row that failed"""
-    wanted: Callable[[dict], bool] = lambda row: True
-    """the rows the stage asks about; a finished row it no longer wants is dropped by a resumed run"""
-    derived: Callable[[dict], dict] = lambda row: {}
-    """fields worked out from an output row (its input and its answer), never asked of the model: e.g.
-    thoughts' ``correct``. Recomputed whenever a row is written, also when a resumed run refreshes a
-    finished row from a changed input (a corrected gold label) without asking again."""
-    check: Callable[[dict, BaseModel], None] = lambda row, answer: None
-    """a further check of a valid answer against its row; raises InvalidAnswer"""
-    read: Callable[[str], object] | None = None
-    """free-text replies (a judge's reasoning ending in "Score: N", an instruction): the answer read from a
-    reply, or InvalidAnswer; used instead of JSON validation against ``answer_model``"""
-    reprompt: str | None = None
-    """the message after an invalid answer (``{error}`` is filled in); default: the runner's JSON one"""
-    resample: bool = False
-    """re-ask an invalid answer with the same prompt and the next ``random_seed`` instead of continuing the
-    conversation: for a model trained on one single-turn prompt (the backward model), which cannot follow
-    a correction. Live backends only (the Batch API re-asks a conversation)."""
-    templates: tuple[str, ...] = ()
-    """prompt templates the stage renders besides its task's (hashed into the manifest)"""
-    report: Callable[[list[dict]], dict] | None = None
-    """counts over the output rows (e.g. a score distribution): printed in the summary, kept in the manifest"""
-
-    def messages(self, row: dict) -> tuple[dict, ...]:
-        user = {"role": "user", "content": self.user(row)}
-        return (user,) if self.system is None else ({"role": "system", "content": self.system}, user)
 
 
 def _model(name: str, **fields) -> type[BaseModel]:
@@ -98,7 +60,8 @@ def thoughts(task: TaskSpec) -> Stage:
         return {"correct": None if gold is None or label is None else label == gold}
 
     return Stage("thoughts", task, system, task.text, s.answer_model(), result,
-                 empty={s.thought_key: None, s.label_key: None, "correct": None}, derived=derived)
+                 empty={s.thought_key: None, s.label_key: None, "correct": None}, derived=derived,
+                 templates=("teacher_system",))
 
 
 def score(task: TaskSpec) -> Stage:
@@ -117,7 +80,7 @@ def score(task: TaskSpec) -> Stage:
 
     return Stage("score", task, prompts.render("judge_system", **_schema_fields(task)), user, model, result,
                  empty=dict.fromkeys(("judge_score", "judge_analysis", "judge_improved_thought", "judge_label")),
-                 wanted=lambda row: _answered(row, s))
+                 wanted=lambda row: _answered(row, s), templates=("judge_system", "judge_user"))
 
 
 def reflect(task: TaskSpec) -> Stage:
@@ -145,7 +108,8 @@ def reflect(task: TaskSpec) -> Stage:
         return _answered(row, s) and gold is not None and s.to_label(row[s.label_key]) != gold
 
     return Stage("reflect", task, prompts.render("reflect_system", **_schema_fields(task)), user, model, result,
-                 empty={"error_analysis": None, improved: None}, wanted=wanted, check=check)
+                 empty={"error_analysis": None, improved: None}, wanted=wanted, check=check,
+                 templates=("reflect_system", "reflect_user"))
 
 
 STAGES = {"thoughts": thoughts, "score": score, "reflect": reflect}
@@ -192,3 +156,20 @@ def input_rows(stage: str, path: str | Path, task: TaskSpec, label_column: str =
     if not rows:
         raise DataFileError(f"{path}: no rows")
     return rows
+
+
+def run(cfg: StageRun) -> Tally:
+    """Run the teacher stage ``cfg.stage`` on the rows it reads from ``cfg.input`` (the shared pipeline)."""
+
+    def rows(task: TaskSpec) -> list[dict]:
+        if cfg.stage == "thoughts" and cfg.label_column != "label":
+            # a gold label column asked for by name must be there: read as absent, the file would quietly
+            # become unlabelled and every row be sent
+            columns = read_table(cfg.input).columns
+            if cfg.label_column not in columns:
+                close = difflib.get_close_matches(cfg.label_column, columns, n=1)
+                raise UsageError(f"--label-column {cfg.label_column!r}: {cfg.input} has no such column (columns: "
+                                 f"{', '.join(columns)}){f'; did you mean {close[0]!r}?' if close else ''}")
+        return input_rows(cfg.stage, cfg.input, task, cfg.label_column, cfg.empty_labels)
+
+    return pipeline.run(cfg, STAGES[cfg.stage], rows)

@@ -4,7 +4,7 @@ says which failures are worth retrying."""
 
 from __future__ import annotations
 
-from datagen.backends.base import BackendError, ChatRequest, Completion, FatalBackendError
+from datagen.engine.backends.base import BackendError, ChatRequest, Completion, FatalBackendError
 from harness_tasks.secrets import redact
 
 DEFAULT_URL = "https://api.mistral.ai"

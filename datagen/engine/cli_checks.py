@@ -20,7 +20,7 @@ import click
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from datagen.backends import BACKENDS
+from datagen.engine.backends import BACKENDS
 from harness_tasks.errors import UserError, traceback_if_debugging
 from harness_tasks.model_paths import looks_local
 
@@ -79,7 +79,7 @@ def one_line(interrupted: str = RESUME) -> Iterator[None]:
     a path that is not there, a server that refuses every request) ends in one ``error:`` line with
     its exit status; Ctrl-C in one line that says what was kept. Any other exception is a bug and keeps
     its traceback."""
-    from datagen.backends.base import FatalBackendError
+    from datagen.engine.backends.base import FatalBackendError
     from harness_tasks.secrets import redact
 
     try:
@@ -203,3 +203,16 @@ def existing(out: Path, names: Iterable[str], force: bool, what: str = "an earli
         raise UsageError(f"--out {out}: holds {what} ({shown}{more}); pass --force to replace them, or "
                          "choose another --out")
     return found
+
+
+def finish(tally) -> None:
+    """The exit after a run that has written everything: 3 if it stopped early, else 1 if rows it was
+    asked to do are failed, so that a script or a Makefile notices. Failed rows get one closing line."""
+    if tally.failed_rows:
+        earlier = f", {tally.failed_before} of them in an earlier run" if tally.failed_before else ""
+        typer.echo(f"{tally.failed_rows} row(s) failed{earlier}: rerun with --retry-failed to try them again",
+                   err=True)
+    if tally.stopped:
+        raise typer.Exit(3)
+    if tally.failed_rows:
+        raise typer.Exit(1)

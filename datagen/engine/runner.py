@@ -38,11 +38,11 @@ from rich.progress import (
 )
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from datagen.answers import InvalidAnswer, validate
-from datagen.backends.base import Backend, BackendError, ChatRequest, FatalBackendError, request_hash
-from datagen.pricing import Price, estimate_tokens
-from datagen.stages import Stage
-from datagen.store import JsonlStore, row_key
+from datagen.engine.answers import InvalidAnswer, validate
+from datagen.engine.backends.base import Backend, BackendError, ChatRequest, FatalBackendError, request_hash
+from datagen.engine.pricing import Price, estimate_tokens
+from datagen.engine.stage import Stage
+from datagen.engine.store import JsonlStore, row_key
 from harness_tasks.errors import UserError
 from harness_tasks.secrets import redact
 

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import prompts
-from datagen.answers import InvalidAnswer
-from datagen.stages import SCORES, Stage
-from datagen.store import JsonlStore, row_key, sidecar
+from datagen.engine.answers import InvalidAnswer
+from datagen.engine.stage import Stage
+from datagen.engine.store import JsonlStore, row_key, sidecar
 from harness_tasks import manifest
 from harness_tasks.data_files import DataFileError, claim_id, read_rows, row_id, text_cell
-from harness_tasks.judge_score import parse_score
+from harness_tasks.judge_score import SCORES, parse_score
 from harness_tasks.tasks import get_task
 
 STAGE = "curate"

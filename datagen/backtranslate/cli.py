@@ -10,7 +10,7 @@ backtranslation (Humpback-style self-instruct) on the shared datagen pipeline.
 Sampling and judging settings come from ``configs/datagen/backtranslate.yaml`` unless a flag says
 otherwise. A user's mistake or an outside failure ends in one ``error:`` line (exit 2); a run that
 stopped early (e.g. ``--max-cost``) exits 3 with its rows saved, one that ends with failed rows 1
-(``datagen.cli.finish``).
+(``datagen.engine.cli_checks.finish``).
 """
 
 from __future__ import annotations
@@ -20,15 +20,16 @@ from typing import Annotated
 
 import typer
 
-from datagen.cli_checks import (
+from datagen.engine.cli_checks import (
     OneLineCommand,
     OneLineGroup,
     UsageError,
     api_key_for,
     backend_settings,
+    finish,
     one_line,
 )
-from datagen.cli_options import (
+from datagen.engine.cli_options import (
     Adapter,
     Backend,
     BatchSize,
@@ -64,7 +65,7 @@ FromSettings = f"({FromConfig})"
 
 
 def _options(concurrency: int, max_reprompts: int, **kw):
-    from datagen.runner import Options
+    from datagen.engine.runner import Options
 
     return Options(concurrency=concurrency, max_reprompts=max_reprompts, **kw)
 
@@ -80,7 +81,7 @@ def inverse(
     seed: Seed = 0, force: Force = False,
 ):
     """Seed pairs -> training rows for the backward model (data.task: backward), checked and split."""
-    from datagen.backtranslate_inverse import invert
+    from datagen.backtranslate.inverse import invert
 
     with one_line("each file is either complete or untouched; rerun with --force"):
         result = invert(input, out, instruction_column, response_column, dev_fraction, seed, force)
@@ -117,10 +118,9 @@ def augment(
     """The backward model writes the instruction each unlabelled response answers.
 
     Resumable; an empty or echoed instruction is asked again, then recorded as failed."""
-    from datagen import backtranslate_settings
-    from datagen.backtranslate import augment_stage, read_responses
-    from datagen.cli import finish
-    from datagen.pipeline import StageRun, run
+    from datagen.backtranslate import settings as backtranslate_settings
+    from datagen.backtranslate.augment import augment_stage, read_responses
+    from datagen.engine.pipeline import StageRun, run
 
     with one_line():
         if local_model is not None:
@@ -182,11 +182,10 @@ def curate(
 
     The rubric is prompts/rate_pair_system.j2; every score and the judge's reasoning are saved beside the
     output (resumable; a rerun with another --threshold asks the judge nothing)."""
-    from datagen import backtranslate_settings
-    from datagen.backends import endpoint
-    from datagen.cli import finish
-    from datagen.curate import curate_stage, read_pairs, scores_path, write_curated
-    from datagen.pipeline import StageRun, run
+    from datagen.backtranslate import settings as backtranslate_settings
+    from datagen.backtranslate.curate import curate_stage, read_pairs, scores_path, write_curated
+    from datagen.engine.backends import endpoint
+    from datagen.engine.pipeline import StageRun, run
     from harness_tasks.secrets import redact
 
     with one_line():

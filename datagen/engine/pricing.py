@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness_tasks.data_files import DataFileError
 
-DEFAULT_PRICES = Path(__file__).resolve().parents[1] / "configs" / "datagen" / "prices.yaml"
+DEFAULT_PRICES = Path(__file__).resolve().parents[2] / "configs" / "datagen" / "prices.yaml"
 # Budget estimates before a request is answered: English text runs ~4 characters per token in
 # Mistral's tokenizers; 3 errs on the expensive side.
 CHARS_PER_TOKEN_UPPER = 3

@@ -1,0 +1,1 @@
+"""Instruction backtranslation (Humpback): the inverse seed pairs, self-augmentation and curation."""

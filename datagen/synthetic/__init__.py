@@ -1,0 +1,1 @@
+"""Synthetic task data from templates: NLI rows and seating-order puzzles (puzzte)."""

@@ -1,0 +1,1 @@
+"""Tool-selection data: synthesised requests over a tool catalogue, optionally read from a database."""
