@@ -196,11 +196,10 @@ def compare(
     """Compare lm-eval runs (and a teacher's thoughts file) on the same documents, with statistics.
 
     The tasks' own metrics with CIs, deltas against the first run, McNemar, confusion matrices, plots."""
-    from cotharness.compare import compare as run
-    from cotharness.compare import print_table
+    from cotharness.compare import CompareRun, print_table, run
 
-    report = run(runs, out, names=names.split(",") if names else None, teacher_task=teacher_task,
-                 intersect=intersect)
+    report = run(CompareRun(runs, out, names=names.split(",") if names else None, teacher_task=teacher_task,
+                            intersect=intersect)).report
     for note in report["notes"]:
         typer.echo(f"note: {note}", err=True)
     print_table(report["rows"])
@@ -208,12 +207,14 @@ def compare(
 
 
 def _register_subcommands():
+    from cotharness.study.cli import app as study_app
     from datagen.cli import app as datagen_app
     from trainer import cli as trainer_cli
 
     app.command("train")(trainer_cli.train)
     app.command("merge")(trainer_cli.merge)
     app.add_typer(datagen_app, name="datagen")
+    app.add_typer(study_app, name="study")
 
 
 _register_subcommands()

@@ -15,6 +15,7 @@ teacher model's answers on the same documents (``cotharness.teacher_run``).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,8 @@ from cotharness.per_class import UNPARSED
 from harness_tasks import manifest
 from harness_tasks.tasks import schema_for
 
-__all__ = ["SERVER_COUNTS", "Run", "compare", "labels_of", "markdown", "print_table"]
+__all__ = ["SERVER_COUNTS", "CompareResult", "CompareRun", "Run", "compare", "labels_of", "markdown", "print_table",
+           "run"]
 CSV_FIELDS = ("model", "task", "metric", "value", "ci_low", "ci_high", "delta_vs_base", "mcnemar_p", "wilcoxon_p",
               "n", "unit", "ci_method")
 
@@ -170,6 +172,39 @@ def compare(run_dirs: list[Path], out: Path, names: list[str] | None = None, see
     plots.grouped_bars([r for r in rows if r["task"] not in score_tasks], out)
     plots.score_bars([r for r in rows if r["task"] in score_tasks], details, out)
     return {"rows": rows, "tasks": details, "runs": runs, "notes": notes}
+
+
+@dataclass
+class CompareRun:
+    """The settings of one ``cotharness compare``: the runs (the first is the base) and where the report goes."""
+
+    runs: list[Path]
+    out: Path
+    names: list[str] | None = None
+    seed: int = 0
+    teacher_task: str = "nli_cot"
+    intersect: bool = False
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """The report's files (PNGs beside them in ``out``) and ``compare``'s returned report."""
+
+    out: Path
+    summary_md: Path
+    summary_json: Path
+    summary_csv: Path
+    manifest: Path
+    report: dict = field(repr=False)
+
+
+def run(cfg: CompareRun) -> CompareResult:
+    """The step function of ``cotharness compare``; a user's mistake raises CompareError (a UserError)."""
+    out = Path(cfg.out)
+    report = compare(cfg.runs, out, names=cfg.names, seed=cfg.seed, teacher_task=cfg.teacher_task,
+                     intersect=cfg.intersect)
+    return CompareResult(out, out / "summary.md", out / "summary.json", out / "summary.csv", out / "manifest.json",
+                         report)
 
 
 def label_report(runs: list[Run], task: str, shared: list[int], chosen: list, seed: int, count_tokens, counted_by):

@@ -94,7 +94,7 @@ def fine_tune(config: Path, base: Path, data: Path, out: Path, seed: int = 0) ->
             console.print(f"3/5 fine-tuned adapter already in {out}")
             return out
     console.rule(f"3/5 LoRA fine-tuning ({config})")
-    return train(cfg, resume=out.is_dir())
+    return train(cfg, resume=out.is_dir()).run_dir
 
 
 def evaluate(name: str, model_args: str, test_file: Path, out: Path, limit: int | None) -> Path:

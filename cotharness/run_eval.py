@@ -20,9 +20,11 @@ import json
 import os
 import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness_tasks.cot_json import filtered_answer
+from harness_tasks.errors import WorkFailed
 from harness_tasks.manifest import write_atomic, write_csv_atomic
 from harness_tasks.tasks import TASKS_DIR, schema_for
 
@@ -113,6 +115,93 @@ def main(argv: list[str]) -> int:
         if report:
             print(f"per class: {report}")
     return 0
+
+
+@dataclass(kw_only=True)
+class EvalRun:
+    """One ``cotharness eval`` run as settings: lm-eval's options by their names (``None``: left out, as
+    lm-eval's default); any other option of ``lm-eval run`` goes into ``extra_args`` as on the command line."""
+
+    model: str = "hf"
+    model_args: dict = field(default_factory=dict)
+    tasks: list[str]
+    output_path: Path
+    limit: float | None = None
+    batch_size: int | str | None = "auto"
+    device: str | None = None
+    gen_kwargs: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+    log_samples: bool = True  # always on here with an output_path (main says why); kept for lm-eval's name
+    seed: int | str | None = None  # lm-eval's --seed: one number or "python,numpy,torch[,fewshot]"
+    num_fewshot: int | None = None
+    apply_chat_template: bool | str = False
+    include_path: Path | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    def argv(self) -> list[str]:
+        """The ``cotharness eval`` arguments of this run (dicts as JSON, which lm-eval reads as given)."""
+        argv = ["run", "--model", self.model, "--tasks", ",".join(self.tasks), "--output_path", str(self.output_path)]
+        options = {"--model_args": self.model_args, "--gen_kwargs": self.gen_kwargs, "--metadata": self.metadata}
+        for option, value in options.items():
+            if value:
+                argv += [option, json.dumps(value, default=str)]
+        for option, value in {"--limit": self.limit, "--batch_size": self.batch_size, "--device": self.device,
+                              "--seed": self.seed, "--num_fewshot": self.num_fewshot,
+                              "--include_path": self.include_path}.items():
+            if value is not None:
+                argv += [option, f"{value:g}" if isinstance(value, float) else str(value)]
+        if self.log_samples:
+            argv.append("--log_samples")
+        if self.apply_chat_template:
+            argv += ["--apply_chat_template", *([self.apply_chat_template] if isinstance(self.apply_chat_template, str)
+                                                else [])]
+        return [*argv, *self.extra_args]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What one run wrote, in the model's folder under the output path; per task (CoT tasks only for
+    ``predictions`` and, with labelled documents, ``per_class``)."""
+
+    output_dir: Path
+    results_file: Path
+    samples: dict[str, Path]
+    predictions: dict[str, Path]
+    per_class: dict[str, Path]
+
+
+class NoResults(WorkFailed):
+    """lm-eval ran and wrote no results file (e.g. on a process other than rank 0 under a launcher)."""
+
+
+def evaluate(cfg: EvalRun) -> EvalResult:
+    """The step function of ``cotharness eval``: ``main(cfg.argv())`` in this process, then the files this
+    run wrote: the newest ``results_*.json`` under ``output_path`` that was not there before, and its
+    samples, predictions and per-class reports. A mistake in ``cfg`` raises EvalInputError (a UserError)."""
+    from cotharness.eval_inputs import EvalInputError
+
+    root = Path(cfg.output_path)
+    if root.suffix == ".json":
+        raise EvalInputError(f"output_path {root}: give a folder; lm-eval names a results file itself")
+    before = set(root.rglob("results_*.json"))
+    argv = sys.argv
+    try:
+        if main(cfg.argv()) != 0:
+            raise WorkFailed(f"lm-eval failed on {', '.join(cfg.tasks)}")
+    finally:
+        sys.argv = argv  # main hands lm-eval its arguments through sys.argv
+    new = [p for p in root.rglob("results_*.json") if p not in before]
+    if not new:
+        raise NoResults(f"lm-eval wrote no results file under {root}")
+    results = max(new, key=lambda p: p.stat().st_mtime)
+    stamp = results.stem.removeprefix("results_")
+    samples = {task_of(p): p for p in sorted(results.parent.glob(f"samples_*_{stamp}.jsonl"))}
+
+    def beside(prefix: str, suffix: str) -> dict[str, Path]:
+        found = {task: _beside(path, prefix, suffix) for task, path in samples.items()}
+        return {task: path for task, path in found.items() if path.is_file()}
+
+    return EvalResult(results.parent, results, samples, beside("predictions_", ".csv"), beside("per_class_", ".json"))
 
 
 def print_help(run_parser) -> None:

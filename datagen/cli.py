@@ -79,7 +79,7 @@ def run_or_exit(cfg) -> None:
     from datagen.teacher.stages import run
 
     with one_line():
-        tally = run(cfg)
+        tally = run(cfg).tally
     if not cfg.dry_run:  # a dry run did nothing that could fail
         finish(tally)
 

@@ -240,9 +240,23 @@ def _adopt(trainer, checkpoint: Path, target: int) -> None:
     trainer.model.load_adapter(str(weights), trainer.model.active_adapter)
 
 
-def train(cfg: TrainConfig, resume: bool = False, resume_command: str | None = None) -> Path:
-    """Train ``cfg`` into its output dir. ``resume_command``: what the user runs to continue after an
-    interrupt (the CLI passes its own command line); said in run.json and in the RunInterrupted raised."""
+@dataclass(frozen=True)
+class TrainResult:
+    """A finished run: its folder (``peft=`` for lm-eval), the adapter weights in it, and run.json."""
+
+    run_dir: Path
+    adapter: Path
+    run_json: Path
+
+    @classmethod
+    def of(cls, run_dir: Path) -> TrainResult:
+        return cls(run_dir, run_dir / ADAPTER_FILES[1], run_dir / RUN_FILE)
+
+
+def train(cfg: TrainConfig, resume: bool = False, resume_command: str | None = None) -> TrainResult:
+    """Train ``cfg`` into its output dir (the step function of ``cotharness train``). ``resume_command``:
+    what the user runs to continue after an interrupt (the CLI passes its own command line); said in
+    run.json and in the RunInterrupted raised. A user's mistake raises a UserError."""
     from accelerate import PartialState
 
     from trainer.interrupt import StopOnSignal
@@ -255,7 +269,7 @@ def train(cfg: TrainConfig, resume: bool = False, resume_command: str | None = N
         except KeyboardInterrupt:
             raise RunInterrupted(f"stopped by {stop.received or 'SIGINT'} before training started; "
                                  "no step was trained") from None
-        return _train(run, cfg, resume, stop, state, resume_command)
+        return TrainResult.of(_train(run, cfg, resume, stop, state, resume_command))
 
 
 def _train(run: Prepared, cfg: TrainConfig, resume: bool, stop, state, resume_command: str | None) -> Path:

@@ -22,7 +22,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -260,23 +260,60 @@ def _check_inputs(thoughts_path: Path, thoughts: Thoughts, ablations: list[str],
                            "score` on it first")
 
 
+@dataclass
+class PrepareRun:
+    """The settings of one ``cotharness datagen prepare`` (its options, by the same names)."""
+
+    thoughts: Path
+    out: Path = Path("data/sft")
+    reflections: Path | None = None
+    ablations: list[str] = field(default_factory=lambda: list(ABLATIONS))
+    task: str = "nli_cot"
+    dev_fraction: float = 0.1
+    seed: int = 0
+    min_score: int | None = None
+    tokenizer: str | None = None
+    max_length: int | None = None
+    train_config: Path | None = Path("configs/train/default.yaml")
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What prepare wrote: ``files[ablation][split]`` (ablation as in ``PrepareRun.ablations``, split
+    train/dev), ``stats.json``, ``lengths.png`` (None when there were no lengths to plot), the manifest."""
+
+    out: Path
+    files: dict[str, dict[str, Path]]
+    stats_json: Path
+    lengths_png: Path | None
+    manifest: Path
+    stats: dict
+
+
 def prepare(thoughts: Path, out: Path, *, reflections: Path | None = None,
             ablations: list[str] = ["correct", "reflected", "all"],  # noqa: B006 (never mutated)
             task: str = "nli_cot", dev_fraction: float = 0.1, seed: int = 0, min_score: int | None = None,
             tokenizer: str | None = None, max_length: int | None = None,
             train_config: Path | None = Path("configs/train/default.yaml"), force: bool = False) -> dict:
+    """``run(PrepareRun(...))`` by keywords; returns the statistics."""
+    return run(PrepareRun(**locals())).stats
+
+
+def run(cfg: PrepareRun) -> PrepareResult:
     """Write ``out/<dir>/{train,dev}.jsonl`` for ``ablations``, stats.json, lengths.png, manifest.json.
 
     An earlier run's files in ``out`` are refused unless ``force``; with it, the files of the ablations
     this run does not write are removed, so that no folder sits beside a manifest that does not name it.
-    Returns the statistics (also printed). Raises DataFileError / PrepareError on a user's mistake.
+    The statistics are also printed. Raises DataFileError / PrepareError on a user's mistake.
     """
-    options = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k != "force"}
-    thoughts, out = Path(thoughts), Path(out)
-    _check_options(ablations, dev_fraction, min_score, max_length)
-    earlier = existing(out, OUTPUTS, force)
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k != "force"}
+    thoughts, out, reflections, ablations = Path(cfg.thoughts), Path(cfg.out), cfg.reflections, cfg.ablations
+    task, dev_fraction, seed, min_score = cfg.task, cfg.dev_fraction, cfg.seed, cfg.min_score
+    _check_options(ablations, dev_fraction, min_score, cfg.max_length)
+    earlier = existing(out, OUTPUTS, cfg.force)
     spec = task_spec(task)
-    lengths = prepare_stats.LengthSettings.resolve(tokenizer, max_length, train_config)  # before any write
+    lengths = prepare_stats.LengthSettings.resolve(cfg.tokenizer, cfg.max_length, cfg.train_config)  # before any write
     read = read_thoughts(thoughts, spec)
     _check_inputs(thoughts, read, ablations, reflections, min_score)
     reflection_rows = read_reflections(Path(reflections), thoughts, read, spec) if reflections else None
@@ -286,9 +323,9 @@ def prepare(thoughts: Path, out: Path, *, reflections: Path | None = None,
     dev = dev_keys(pairs, dev_fraction, seed)
     built = build(unique, min_score, dev)
     _remove(out, earlier, ablations)
-    written = [_write_jsonl(out / ABLATIONS[a] / f"{split}.jsonl", rows)
-               for a in ablations for split, rows in built[a]["splits"].items()]
-
+    files = {a: {split: _write_jsonl(out / ABLATIONS[a] / f"{split}.jsonl", rows)
+                 for split, rows in built[a]["splits"].items()} for a in ablations}
+    written = [p for by_split in files.values() for p in by_split.values()]
     stats = {"task": task,
              "rows": {"input": len(read.index), "failed": read.failed, "duplicates": duplicates,
                       "conflicts": conflicts, "answered_unique": len(unique),
@@ -301,10 +338,13 @@ def prepare(thoughts: Path, out: Path, *, reflections: Path | None = None,
              "ablations": prepare_stats.ablations(spec, built, ablations, ABLATIONS)}
     examples = {a: [(spec.prompt(r), spec.answer(r[THOUGHT_COLUMN], r[LABEL_COLUMN]))
                     for rows in result["splits"].values() for r in rows] for a, result in built.items()}
-    written += prepare_stats.report(stats, spec, lengths, examples, out)
+    reported = prepare_stats.report(stats, spec, lengths, examples, out)
+    written += reported
     _write_manifest(out, options, {"thoughts": thoughts, "reflections": reflections,
                                    "train_config": lengths.config}, written)
-    return stats
+    return PrepareResult(out=out, files=files, stats_json=reported[0],
+                         lengths_png=next((p for p in reported if p.suffix == ".png"), None),
+                         manifest=out / "manifest.json", stats=stats)
 
 
 def _remove(out: Path, earlier: list[Path], ablations: list[str]) -> None:
@@ -370,6 +410,6 @@ def command(
 ):
     """Build the SFT files of the ablations (correct_only, correct_reflected, all) with a fixed-seed split."""
     with one_line("each file is either complete or untouched; rerun with --force"):
-        prepare(thoughts, out, reflections=reflections, ablations=[a.value for a in ablation or list(Ablation)],
-                task=task, dev_fraction=dev_fraction, seed=seed, min_score=min_score, tokenizer=tokenizer,
-                max_length=max_length, train_config=train_config, force=force)
+        run(PrepareRun(thoughts, out, reflections=reflections, ablations=[a.value for a in ablation or list(Ablation)],
+                       task=task, dev_fraction=dev_fraction, seed=seed, min_score=min_score, tokenizer=tokenizer,
+                       max_length=max_length, train_config=train_config, force=force))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -158,8 +159,21 @@ def input_rows(stage: str, path: str | Path, task: TaskSpec, label_column: str =
     return rows
 
 
-def run(cfg: StageRun) -> Tally:
-    """Run the teacher stage ``cfg.stage`` on the rows it reads from ``cfg.input`` (the shared pipeline)."""
+@dataclass(frozen=True)
+class StageResult:
+    """What a teacher stage wrote: its output rows, their manifest, and the tally of this invocation.
+    After a dry run (``cfg.dry_run``) neither file is written: the paths are where a run writes them."""
+
+    out: Path
+    manifest: Path
+    tally: Tally
+
+
+def run(cfg: StageRun) -> StageResult:
+    """Run the teacher stage ``cfg.stage`` on the rows it reads from ``cfg.input`` (the shared pipeline).
+
+    The step function of ``cotharness datagen thoughts|score|reflect``: a user's mistake raises a
+    UserError; rows that failed are in ``tally.failed`` (the command exits 1 on them, a caller decides)."""
 
     def rows(task: TaskSpec) -> list[dict]:
         if cfg.stage == "thoughts" and cfg.label_column != "label":
@@ -172,4 +186,5 @@ def run(cfg: StageRun) -> Tally:
                                  f"{', '.join(columns)}){f'; did you mean {close[0]!r}?' if close else ''}")
         return input_rows(cfg.stage, cfg.input, task, cfg.label_column, cfg.empty_labels)
 
-    return pipeline.run(cfg, STAGES[cfg.stage], rows)
+    tally = pipeline.run(cfg, STAGES[cfg.stage], rows)
+    return StageResult(out=cfg.out, manifest=pipeline.manifest_path(cfg.out), tally=tally)

@@ -1,0 +1,7 @@
+"""``cotharness study``: one YAML describes a whole study (teacher data -> ablations -> trainings ->
+evaluations -> comparison); ``plan`` and ``status`` say which stages are current, new, changed or stale.
+
+``config`` reads and checks the YAML, ``sweep`` expands the training runs, ``graph`` turns a config into
+stages in dependency order, ``identity`` hashes each stage and keeps ``studies/<name>/state.json``,
+``estimates`` prices the API stages and times the GPU ones from the committed benchmarks, ``cli`` prints.
+"""

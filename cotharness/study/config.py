@@ -1,0 +1,232 @@
+"""The study config (``configs/study/<name>.yaml``), validated by pydantic.
+
+Names, not paths: every output lands under ``studies/<name>/<stage>/``; the file names only its inputs
+(the teacher's input pairs, the held-out test file, or ready SFT files) and the training config it
+starts from. An unknown key is an error naming the file, the key path and the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness_tasks.errors import UserError
+from harness_tasks.yaml_files import YamlFileError, read_yaml
+
+PROJECT = Path(__file__).resolve().parents[2]
+# prepare's ablations (datagen/teacher/prepare.py ABLATIONS: name -> folder); kept literal here so the
+# schema reads on its own; tests/test_study_config.py checks the two agree
+ABLATIONS = ("correct", "reflected", "all")
+TEACHER_STAGES = ("thoughts", "score", "reflect")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class StudyError(UserError, ValueError):
+    """A mistake in a study config: one line naming the file and the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SftFiles(Section):
+    train: str
+    dev: str
+
+
+class DataSection(Section):
+    teacher_input: str | None = None
+    """the pairs the teacher answers (CSV or JSONL with the task's fields and a gold label)"""
+    test_file: str
+    """the held-out test file every model is evaluated on (and the teacher answers, if evaluated)"""
+    sft: dict[str, SftFiles] | None = None
+    """ready SFT files by ablation name, instead of a teacher and ``prepare``"""
+
+
+class TeacherSection(Section):
+    backend: Literal["mistral", "mistral-batch", "hf"] = "mistral"
+    model: str
+    """the model of the thoughts stage (and of the teacher's row in the comparison)"""
+    score_model: str | None = None
+    """the judge of the score stage; default: ``model``"""
+    reflect_model: str | None = None
+    """the stronger model of the reflect stage; default: ``model``"""
+    stages: list[Literal["thoughts", "score", "reflect"]] = ["thoughts", "reflect"]
+    server_url: str | None = None
+    concurrency: int = Field(8, ge=1)
+    """requests in flight (API backends)"""
+    batch_size: int | None = Field(None, ge=1)
+    """prompts per generate call (hf backend)"""
+    limit: int | None = Field(None, ge=1)
+    """the first N input rows only"""
+    max_cost: float | None = Field(None, gt=0)
+    """USD per stage run; a stage stops before exceeding it"""
+    min_score: int | None = Field(None, ge=1, le=5)
+    """prepare: keep rows the judge scored at least this (needs the score stage)"""
+
+
+class TrainingSection(Section):
+    base: str = "configs/train/default.yaml"
+    """the training config every run starts from"""
+    set: dict[str, Any] = {}
+    """dotted keys over ``base`` for every run, e.g. ``training.learning_rate: 1.0e-4``"""
+    per_ablation: dict[str, dict[str, Any]] = {}
+    """ablation -> dotted keys for that ablation's runs only"""
+    sweep: dict[str, list[Any]] = {}
+    """dotted key -> values: every ablation trains once per combination (cartesian product)"""
+
+
+class EvaluationSection(Section):
+    base: str | None = None
+    """hub id or path of the base model (row ``base``); default: the training config's ``model.base_model``"""
+    baselines: dict[str, str] = {}
+    """more rows by name: hub id or path, e.g. an instruct model evaluated with the same prompt"""
+    teacher: bool = False
+    """add the teacher's row: its thoughts on the test file (the ``teacher_test`` stage)"""
+    adapters: bool = True
+    """evaluate every training run's adapter on the base"""
+    tasks: list[str] | None = None
+    """lm-eval tasks; default: the study's task"""
+    model_args: dict[str, Any] = {}
+    """more lm-eval model_args for every model, e.g. ``load_in_4bit: true``"""
+    gen_kwargs: dict[str, Any] = {}
+    limit: int | None = Field(None, ge=1)
+    batch_size: int | Literal["auto"] = "auto"
+    device: str | None = None
+
+
+class ComparisonSection(Section):
+    base: str = "base"
+    """the row the deltas are taken against"""
+    primary: str | None = None
+    """the row the report singles out (the primary ablation's run), if any"""
+
+
+class StudyConfig(Section):
+    name: str
+    task: str
+    data: DataSection
+    teacher: TeacherSection | None = None
+    ablations: list[str] = list(ABLATIONS)
+    training: TrainingSection = TrainingSection()
+    evaluation: EvaluationSection = EvaluationSection()
+    comparison: ComparisonSection = ComparisonSection()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudyConfig:
+        if not NAME.fullmatch(self.name):
+            raise ValueError(f"name {self.name!r}: letters, digits, '.', '_' and '-' only (it names studies/<name>/)")
+        if not self.ablations:
+            raise ValueError("ablations: name at least one")
+        if len(set(self.ablations)) != len(self.ablations):
+            raise ValueError(f"ablations: {self.ablations} names one twice")
+        if self.data.sft is not None:
+            missing = [a for a in self.ablations if a not in self.data.sft]
+            if missing:
+                raise ValueError(f"ablations: {missing} have no files under data.sft (it has {sorted(self.data.sft)})")
+        else:
+            if self.teacher is None:
+                raise ValueError("no SFT data: give a teacher: section (and data.teacher_input) or data.sft files")
+            if self.data.teacher_input is None:
+                raise ValueError("teacher: needs data.teacher_input, the pairs it answers")
+            wrong = [a for a in self.ablations if a not in ABLATIONS]
+            if wrong:
+                raise ValueError(f"ablations: {wrong[0]!r} is not one of prepare's ({', '.join(ABLATIONS)})"
+                                 f"{_suggest(wrong[0], ABLATIONS)}")
+            if "thoughts" not in self.teacher.stages:
+                raise ValueError("teacher.stages: prepare needs the thoughts stage")
+            if "reflected" in self.ablations and "reflect" not in self.teacher.stages:
+                raise ValueError("ablations: 'reflected' needs 'reflect' in teacher.stages")
+            if self.teacher.min_score is not None and "score" not in self.teacher.stages:
+                raise ValueError("teacher.min_score needs 'score' in teacher.stages")
+        unknown = [a for a in self.training.per_ablation if a not in self.ablations]
+        if unknown:
+            raise ValueError(f"training.per_ablation: {unknown[0]!r} is not an ablation of this study "
+                             f"({', '.join(self.ablations)}){_suggest(unknown[0], self.ablations)}")
+        empty = [k for k, v in self.training.sweep.items() if not v]
+        if empty:
+            raise ValueError(f"training.sweep.{empty[0]}: give at least one value")
+        if self.evaluation.teacher and self.teacher is None:
+            raise ValueError("evaluation.teacher: the study has no teacher: section")
+        return self
+
+
+def _suggest(key: str, valid) -> str:
+    close = difflib.get_close_matches(str(key), sorted(valid), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _section(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model at ``loc`` inside StudyConfig (through dict values such as ``data.sft.<name>``)."""
+    model: Any = StudyConfig
+    for part in loc:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = model.model_fields.get(part)
+            if field is None:
+                return None
+            model = field.annotation
+        model = _model_in(model)
+        if model is None:
+            return None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _model_in(annotation) -> Any:
+    """The BaseModel an annotation holds: itself, the non-None side of ``X | None``, a dict's values."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def explain(err: ValidationError, path: Path | str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            section = _section(tuple(p for p in e["loc"][:-1] if isinstance(p, str)))
+            valid = section.model_fields if section else {}
+            lines.append(f"unknown key {loc!r}{_suggest(str(e['loc'][-1]), valid)}")
+        elif e["type"] == "missing":
+            lines.append(f"{loc}: missing (required)")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{loc}: {msg}" if loc else msg)
+    return f"{path}: " + "; ".join(lines)
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """The study at ``path``, checked; raises StudyError naming the file and the key."""
+    from harness_tasks.tasks import task_names
+
+    path = Path(path)
+    try:
+        data = read_yaml(path)
+    except YamlFileError as err:
+        raise StudyError(str(err)) from None
+    try:
+        study = StudyConfig.model_validate(data)
+    except ValidationError as err:
+        raise StudyError(explain(err, path)) from None
+    tasks = task_names()
+    if study.task not in tasks:  # evaluation.tasks are lm-eval's names (nli_direct too): lm-eval checks them
+        raise StudyError(f"{path}: task: {study.task!r} is not a task of this project ({', '.join(tasks)})"
+                         f"{_suggest(study.task, tasks)}")
+    return study
+
+
+def project_file(path: str) -> Path:
+    """A config path as written (relative to the working directory), else the project's own file of that
+    path (``configs/train/...`` wherever the command runs)."""
+    given = Path(path)
+    if given.is_file() or given.is_absolute():
+        return given
+    own = PROJECT / given
+    return own if own.is_file() else given

@@ -1,0 +1,196 @@
+"""A study config expanded into stages, in dependency order.
+
+Each stage carries the resolved config that will be handed to its step function, as a plain JSON-able
+dict (a datagen stage: ``datagen.engine.pipeline.StageRun``'s fields; prepare: ``PrepareRun``'s; train:
+the fully resolved ``TrainConfig``; eval: the lm-eval run; compare: ``cotharness.compare.compare``'s
+arguments), its input files (the study's own, or other stages' outputs), its outputs and the prompt
+templates it renders. Every output lies under ``<root>/<name>/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cotharness.study.config import StudyConfig, StudyError, _suggest, project_file
+from cotharness.study.sweep import runs as training_runs
+from harness_tasks.yaml_files import merge
+
+KINDS = ("thoughts", "score", "reflect", "teacher_test", "prepare", "train", "eval", "compare")
+# prepare's folder per ablation (datagen/teacher/prepare.py ABLATIONS)
+PREPARE_FOLDERS = {"correct": "correct_only", "reflected": "correct_reflected", "all": "all"}
+TRAIN_OUTPUTS = ("run.json", "adapter_model.safetensors")  # trainer/train.py RUN_FILE, ADAPTER_FILES
+
+
+@dataclass
+class Stage:
+    id: str
+    kind: str
+    config: dict
+    inputs: dict[str, str] = field(default_factory=dict)
+    """input name -> path"""
+    produced_by: dict[str, str] = field(default_factory=dict)
+    """input name -> the stage that writes it (inputs absent here are the study's own files)"""
+    outputs: list[str] = field(default_factory=list)
+    templates: tuple[str, ...] = ()
+
+    @property
+    def dependencies(self) -> list[str]:
+        return sorted(set(self.produced_by.values()))
+
+
+def _datagen_templates(stage: str, task: str) -> tuple[str, ...]:
+    """The templates a teacher stage renders: its own (as its manifest records them) and its task's."""
+    from datagen.teacher.stages import STAGES
+    from harness_tasks.tasks import get_task
+
+    spec = get_task(task)
+    return (*STAGES[stage](spec).templates, spec.template)
+
+
+def _task_templates(tasks: list[str]) -> tuple[str, ...]:
+    from harness_tasks.tasks import get_task
+
+    out = []
+    for name in tasks:
+        try:
+            out.append(get_task(name).template)
+        except KeyError:  # an lm-eval task name of a folder (nli_direct): its YAML, covered by the version
+            continue
+    return tuple(sorted(set(out)))
+
+
+def build(study: StudyConfig, root: Path | str = "studies", path: Path | str = "study") -> list[Stage]:
+    """The stages of ``study`` (read from ``path``, for messages) with outputs under ``root/<name>/``."""
+    home = Path(root) / study.name
+    stages: list[Stage] = []
+    teacher = study.teacher
+
+    def out(*parts: str) -> str:
+        return str(home.joinpath(*parts))
+
+    def datagen(kind: str, stage: str, model: str, source: str, source_stage: str | None, dest: str,
+                limit: int | None) -> Stage:
+        backend_args = {"batch_size": teacher.batch_size} if teacher.backend == "hf" and teacher.batch_size else {}
+        config = {"stage": stage, "input": source, "out": dest, "model": model, "backend": teacher.backend,
+                  "task": study.task, "server_url": teacher.server_url, "limit": limit,
+                  "backend_args": backend_args,
+                  "options": {"concurrency": teacher.concurrency, "max_cost": teacher.max_cost}}
+        manifest = str(Path(dest).with_name(f"{Path(dest).name.removesuffix('.jsonl')}.manifest.json"))
+        return Stage(kind, kind, config, {"input": source}, {"input": source_stage} if source_stage else {},
+                     [dest, manifest], _datagen_templates(stage, study.task))
+
+    # the teacher: thoughts -> score -> reflect on the input pairs, and thoughts on the test file
+    thoughts_out = None
+    if teacher is not None and study.data.sft is None:
+        previous, previous_stage = study.data.teacher_input, None
+        outputs = {"thoughts": "thoughts.jsonl", "score": "scores.jsonl", "reflect": "reflections.jsonl"}
+        for stage in ("thoughts", "score", "reflect"):
+            if stage not in teacher.stages:
+                continue
+            model = {"thoughts": teacher.model, "score": teacher.score_model or teacher.model,
+                     "reflect": teacher.reflect_model or teacher.model}[stage]
+            made = datagen(stage, stage, model, previous, previous_stage, out("datagen", outputs[stage]), teacher.limit)
+            stages.append(made)
+            if stage != "reflect":  # reflect reads the scored rows if there are any; prepare the same
+                previous, previous_stage = made.outputs[0], stage
+        thoughts_out = (previous, previous_stage)
+    if teacher is not None and study.evaluation.teacher:
+        stages.append(datagen("teacher_test", "thoughts", teacher.model, study.data.test_file, None,
+                              out("datagen", "teacher_test.jsonl"), study.evaluation.limit))
+
+    # the SFT files of each ablation: prepare's, or given
+    base_config = project_file(study.training.base)
+    if study.data.sft is not None:
+        sft = {a: (study.data.sft[a].train, study.data.sft[a].dev, None) for a in study.ablations}
+    else:
+        reflect = next((s for s in stages if s.kind == "reflect"), None)
+        config = {"thoughts": thoughts_out[0], "out": out("sft"),
+                  "reflections": reflect.outputs[0] if reflect else None, "ablations": list(study.ablations),
+                  "task": study.task, "dev_fraction": 0.1, "seed": 0, "min_score": teacher.min_score,
+                  "tokenizer": None, "max_length": None, "train_config": str(base_config)}
+        inputs = {"thoughts": thoughts_out[0], **({"reflections": reflect.outputs[0]} if reflect else {})}
+        produced = {"thoughts": thoughts_out[1], **({"reflections": "reflect"} if reflect else {})}
+        files = {a: (out("sft", PREPARE_FOLDERS[a], "train.jsonl"), out("sft", PREPARE_FOLDERS[a], "dev.jsonl"))
+                 for a in study.ablations}
+        stages.append(Stage("prepare", "prepare", config, inputs, produced,
+                            [out("sft", "manifest.json"), *(p for pair in files.values() for p in pair)],
+                            _task_templates([study.task])))
+        sft = {a: (*files[a], "prepare") for a in study.ablations}
+
+    # one training per ablation and sweep combination
+    from trainer.config import ConfigError, load_config
+
+    trained = {}
+    for run in training_runs(study):
+        train_file, eval_file, producer = sft[run.ablation]
+        run_dir = out("runs", run.name)
+        owned = {"output_dir": run_dir, "data": {"task": study.task, "train_file": train_file, "eval_file": eval_file}}
+        try:
+            cfg = load_config(base_config, merge(run.overrides, owned))
+        except ConfigError as err:
+            raise StudyError(f"{path}: training (run {run.name}): {err}") from None
+        inputs = {"train_file": train_file, "eval_file": eval_file}
+        produced = {"train_file": producer, "eval_file": producer} if producer else {}
+        stage = Stage(f"train/{run.name}", "train", cfg.model_dump(mode="json"), inputs, produced,
+                      [str(Path(run_dir, f)) for f in TRAIN_OUTPUTS], _task_templates([study.task]))
+        stages.append(stage)
+        trained[run.name] = (stage, cfg.model.base_model)
+
+    # the evaluation matrix: base, baselines, every adapter (the teacher's row is teacher_test's output)
+    ev = study.evaluation
+    tasks = ev.tasks or [study.task]
+    default_base = next(iter(trained.values()))[1] if trained else None
+    models: dict[str, tuple[str, str | None, str | None]] = {"base": (ev.base or default_base, None, None)}
+    for name, model in ev.baselines.items():
+        models[name] = (model, None, None)
+    if ev.adapters:
+        for name, (stage, base_model) in trained.items():
+            models[name] = (base_model, stage.outputs[0].rsplit("/", 1)[0], stage.id)
+    rows = list(models) + (["teacher"] if ev.teacher else [])
+    again = sorted({r for r in rows if rows.count(r) > 1})
+    if again:
+        raise StudyError(f"{path}: evaluation: two rows are named {again[0]!r} (base, the baselines, 'teacher' and "
+                         "the training runs share one namespace)")
+    evals = []
+    for name, (pretrained, peft, producer) in models.items():
+        if not pretrained:
+            raise StudyError(f"{path}: evaluation.base: missing (no training run to take model.base_model from)")
+        config = {"name": name, "model": "hf", "pretrained": pretrained, "peft": peft, "tasks": tasks,
+                  "model_args": dict(ev.model_args), "gen_kwargs": dict(ev.gen_kwargs), "limit": ev.limit,
+                  "batch_size": ev.batch_size, "device": ev.device, "test_file": study.data.test_file,
+                  "output_path": out("eval", name)}
+        inputs = {"test_file": study.data.test_file, **({"adapter": peft} if peft else {})}
+        stage = Stage(f"eval/{name}", "eval", config, inputs, {"adapter": producer} if producer else {},
+                      [out("eval", name)], _task_templates(tasks))
+        stages.append(stage)
+        evals.append(stage)
+
+    # the comparison: base first (compare's deltas are against the first run)
+    for key in ("base", "primary"):
+        row = getattr(study.comparison, key)
+        if row is not None and row not in rows:
+            raise StudyError(f"{path}: comparison.{key}: {row!r} is not a row of this study ({', '.join(rows)})"
+                             f"{_suggest(row, rows)}")
+    ordered = sorted(rows, key=lambda r: r != study.comparison.base)
+    paths = {s.config["name"]: s.config["output_path"] for s in evals}
+    teacher_test = next((s for s in stages if s.kind == "teacher_test"), None)
+    if teacher_test:
+        paths["teacher"] = teacher_test.outputs[0]
+    producers = {s.config["name"]: s.id for s in evals} | ({"teacher": "teacher_test"} if teacher_test else {})
+    # CompareRun's fields (the first run is the base), and the row the report singles out
+    config = {"runs": [paths[r] for r in ordered], "out": out("compare"), "names": ordered, "seed": 0,
+              "teacher_task": study.task, "intersect": False, "primary": study.comparison.primary}
+    stages.append(Stage("compare", "compare", config, {r: paths[r] for r in ordered},
+                        {r: producers[r] for r in ordered}, [out("compare", "summary.md"), out("compare", "summary.json")]))
+    _check_order(stages)
+    return stages
+
+
+def _check_order(stages: list[Stage]) -> None:
+    seen: set[str] = set()
+    for stage in stages:
+        missing = [d for d in stage.dependencies if d not in seen]
+        if missing:  # a bug in build(), not a user's mistake
+            raise AssertionError(f"stage {stage.id} comes before {missing}")
+        seen.add(stage.id)
