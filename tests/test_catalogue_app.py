@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import catalogue
 from catalogue import COTHARNESS, Case
 
-AREA = "Evaluation, comparison, the demo, and any command's options"
+AREA = "Evaluation, comparison, the demo, studies, and any command's options"
 EVAL = ["eval", "--tasks", "nli_cot", "--device", "cpu"]
 TINY = "pretrained={tiny}"
 ONLINE = {"HF_HUB_OFFLINE": ""}  # the hub allowed: a missing model must still fail in seconds, not after retries
@@ -63,6 +63,11 @@ CASES = [
     Case("compare-missing-out", ["compare", "a"], 2, "Missing option '--out'", "Give the option."),
     Case("demo-missing-config", ["demo", "--config", "nope.yaml"], 2, "nope.yaml: no such config file",
          "Give an existing training config, or leave --config out for the project's own."),
+    Case("study-missing-config", ["study", "plan", "nope.yaml"], 2, "nope.yaml: no such config file",
+         "Give the study's YAML (configs/study/ has examples)."),
+    Case("study-key-typo", ["study", "run", "s.yaml"], 2, "s.yaml: unknown key 'ablashuns'; did you mean 'ablations'?",
+         "Fix the key the line names.",
+         files={"s.yaml": "name: x\ntask: nli_cot\ndata: {test_file: data.csv}\nablashuns: [a]\n"}),
     Case("demo-bad-limit", ["demo", "--limit", "-1"], 2, "Invalid value for '--limit'", "Give 0 (all documents) or more."),
     Case("tiny-model-bad-value", ["tiny-model", "--out", "m", "--layers", "two"], 2,
          "Invalid value for '--layers'", "Give a whole number."),

@@ -1,6 +1,6 @@
-"""``cotharness study plan|status CONFIG``: what a study would run, and what it has run.
+"""``cotharness study plan|run|status CONFIG``: what a study would run, running it, and what it has run.
 
-``run`` (executing the stages) is not here yet: ``plan`` is what it will act on.
+``run`` acts on ``plan``'s verdicts (``cotharness.study.run``): the stages not current, in dependency order.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="A whole study from one YAML (configs/study/*.yaml): plan it, see its status.")
+                  help="A whole study from one YAML (configs/study/*.yaml): plan it, run it, see its status.")
 
 Config = Annotated[Path, typer.Argument(metavar="CONFIG", help="A study config, e.g. configs/study/nli_ablations.yaml.")]
 Root = Annotated[Path, typer.Option(help="Where studies live: outputs go under ROOT/<name>/.")]
@@ -60,6 +60,17 @@ def plan_(config: Config, root: Root = Path("studies")):
     console = Console()
     console.print(table)
     _summary(console, study, verdicts, root)
+
+
+@app.command("run")
+def run_(config: Config, root: Root = Path("studies")):
+    """Run the stages that are not current, in dependency order (see `study plan`): teacher stages resume
+    their rows, a cut training resumes its checkpoint, evaluations and the comparison rerun whole. Ctrl-C
+    stops after saving what it can; the same command continues."""
+    from cotharness.study.run import run
+
+    console = Console()
+    run(config, root, say=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))
 
 
 @app.command()

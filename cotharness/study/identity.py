@@ -96,6 +96,19 @@ def record(home: Path | str, stage: Stage, identity: Identity, finished: str | N
     return write_atomic(state_path(home), json.dumps(state, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def record_started(home: Path | str, stage: Stage, identity: Identity) -> Path:
+    """Record that ``stage`` started with ``identity`` (a training: whether a checkpoint left in its run
+    dir by a cut run may be resumed, or belongs to another config)."""
+    state = read_state(home)
+    state.setdefault("started", {})[stage.id] = identity.digest
+    return write_atomic(state_path(home), json.dumps(state, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def started(home: Path | str, stage_id: str) -> str | None:
+    """The identity ``stage_id`` last started with, if recorded."""
+    return read_state(home).get("started", {}).get(stage_id)
+
+
 @dataclass
 class Verdict:
     stage: Stage
