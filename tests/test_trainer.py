@@ -156,6 +156,9 @@ def test_overlong_rows_are_dropped_or_refused(tiny_model, sft_files, tmp_path):
     cfg.data.overlong, cfg.output_dir = "fail", str(tmp_path / "b")
     with pytest.raises(DataFileError, match=r"train.jsonl: \d+ of 48 rows exceed data.max_length=193"):
         prepare(cfg)
+    cfg.data.overlong, cfg.data.max_length, cfg.output_dir = "drop", 100, str(tmp_path / "c")
+    with pytest.raises(DataFileError, match=r"train.jsonl: every row \(48\) exceeds data.max_length=100 tokens"):
+        prepare(cfg)
 
 
 def test_bad_training_rows(tiny_model, tmp_path):

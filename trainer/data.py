@@ -113,5 +113,9 @@ def apply_length_policy(rows: list[dict], report: LengthReport, policy: str) -> 
         raise DataFileError(
             f"{report.path}: {len(report.over)} of {report.rows} rows exceed data.max_length={report.max_length} "
             f"tokens (longest {max(report.lengths)}); raise data.max_length or set data.overlong=drop")
+    if len(report.over) == report.rows:  # dropping them all would leave TRL an empty data set to fail on
+        raise DataFileError(
+            f"{report.path}: every row ({report.rows}) exceeds data.max_length={report.max_length} tokens (shortest "
+            f"{min(report.lengths)}); raise data.max_length")
     drop = set(report.over)
     return [r for i, r in enumerate(rows) if i not in drop]

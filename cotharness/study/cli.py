@@ -1,4 +1,4 @@
-"""``cotharness study plan|run|status CONFIG``: what a study would run, running it, and what it has run.
+"""``cotharness study plan|run|status|report CONFIG``: what a study would run, running it, what it has run, its report.
 
 ``run`` acts on ``plan``'s verdicts (``cotharness.study.run``): the stages not current, in dependency order.
 """
@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="A whole study from one YAML (configs/study/*.yaml): plan it, run it, see its status.")
+                  help="A whole study from one YAML (configs/study/*.yaml): plan it, run it, see its status, report it.")
 
 Config = Annotated[Path, typer.Argument(metavar="CONFIG", help="A study config, e.g. configs/study/nli_ablations.yaml.")]
 Root = Annotated[Path, typer.Option(help="Where studies live: outputs go under ROOT/<name>/.")]
@@ -88,3 +88,13 @@ def status(config: Config, root: Root = Path("studies")):
     console = Console()
     console.print(table)
     _summary(console, study, verdicts, root)
+
+
+@app.command()
+def report(config: Config, root: Root = Path("studies")):
+    """Write ROOT/<name>/report.md (and report/*.png) from the stages' recorded outputs, running nothing:
+    the ablation table with CIs, deltas and McNemar, per-class results, what each ablation's data kept,
+    loss curves, costs and provenance. A stage not run yet is said to be so. `study run` writes it too."""
+    from cotharness.study.report import report as write_report
+
+    Console().print(f"report: {write_report(config, root)}", highlight=False, soft_wrap=True)

@@ -88,11 +88,14 @@ def read_state(home: Path | str) -> dict:
     return data
 
 
-def record(home: Path | str, stage: Stage, identity: Identity, finished: str | None = None) -> Path:
-    """Record ``stage`` as finished with ``identity`` (what ``run`` does after a stage succeeds)."""
+def record(home: Path | str, stage: Stage, identity: Identity, finished: str | None = None,
+           seconds: float | None = None) -> Path:
+    """Record ``stage`` as finished with ``identity`` (what ``run`` does after a stage succeeds), and the
+    wall seconds it took when given (the report's compute time)."""
     state = read_state(home)
     state["stages"][stage.id] = {**identity.record(), "kind": stage.kind, "outputs": list(stage.outputs),
-                                 "finished": finished or time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                                 "finished": finished or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                 **({"seconds": seconds} if seconds is not None else {})}
     return write_atomic(state_path(home), json.dumps(state, indent=2, sort_keys=True, default=str) + "\n")
 
 

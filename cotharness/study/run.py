@@ -23,6 +23,7 @@ from pathlib import Path
 
 from cotharness.study import identity
 from cotharness.study.graph import Stage
+from cotharness.study.report import report
 from harness_tasks.errors import WorkFailed
 
 DATAGEN = ("thoughts", "score", "reflect", "teacher_test")
@@ -153,8 +154,8 @@ def run(config: Path | str, root: Path | str = Path("studies"), say: Callable[[s
             say(f"{stage.id}: running ({v.status}{': ' + '; '.join(v.reasons) if v.reasons else ''})")
             start = time.monotonic()
             _step(stage, v, say, home, command)
-            identity.record(home, stage, v.identity)
             result.ran[stage.id] = round(time.monotonic() - start, 1)
+            identity.record(home, stage, v.identity, seconds=result.ran[stage.id])
             say(f"{stage.id}: ran in {result.ran[stage.id]:.0f} s")
             current = None
     except KeyboardInterrupt as err:
@@ -163,6 +164,7 @@ def run(config: Path | str, root: Path | str = Path("studies"), say: Callable[[s
         raise KeyboardInterrupt(f"study {study.name}: stopped in {current}{said}; finished this run: {finished}; "
                                 f"`{command}` continues (finished stages are skipped)") from None
     say(f"study {study.name}: {len(result.ran)} ran, {len(result.skipped)} current (state: {identity.state_path(home)})")
+    say(f"report: {report(config, root)}")
     return result
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -353,25 +354,56 @@ async def run_live(items: list[Item], backend: Backend, recorder: Recorder, opti
             return
 
     fatal: list[FatalBackendError] = []
+    interrupts: list[int] = []
 
     async def worker() -> None:
-        # After a stop (budget reached, or an error no request can survive) the rows in flight
+        # After a stop (budget reached, Ctrl-C, or an error no request can survive) the rows in flight
         # finish and are saved; no new row starts.
-        while not queue.empty() and tally.stopped is None and not fatal:
+        while not queue.empty() and tally.stopped is None and not fatal and not interrupts:
             try:
                 await one(queue.get_nowait())
             except FatalBackendError as err:
                 fatal.append(err)
 
     workers = [asyncio.create_task(worker()) for _ in range(max(1, min(options.concurrency, len(items))))]
+
+    def interrupt() -> None:
+        # The first Ctrl-C lets the requests already sent finish and be saved: cancelling them would
+        # pay for them again on the rerun. A second one stops at once.
+        interrupts.append(1)
+        if len(interrupts) == 1:
+            console.print("stopping: the requests in flight finish and are saved (Ctrl-C again to stop at once)")
+        else:
+            for w in workers:
+                w.cancel()
+
+    handled = _on_sigint(interrupt)
     try:
         await asyncio.gather(*workers)
+    except asyncio.CancelledError:
+        if len(interrupts) > 1:
+            raise KeyboardInterrupt from None
+        raise
     finally:
+        if handled:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
         for w in workers:
             w.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
     if fatal:
         raise fatal[0]
+    if interrupts:
+        raise KeyboardInterrupt
+
+
+def _on_sigint(handler: Callable[[], None]) -> bool:
+    """``handler`` on SIGINT while the loop runs, where the platform allows it (the main thread of a
+    Unix process); elsewhere Ctrl-C keeps Python's KeyboardInterrupt."""
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, handler)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return False
+    return True
 
 
 def progress_bar(stage: str, total: int) -> tuple[Progress, Callable[[Tally], None]]:
