@@ -39,4 +39,4 @@ constraints: setup
 	$(BIN)/python -m pip freeze --exclude-editable | grep -viE '^(torch|nvidia-|triton)' > constraints.txt
 
 clean:
-	rm -rf $(VENV) .tox .pytest_cache .hypothesis results/demo runs/demo site
+	rm -rf $(VENV) .tox .pytest_cache .hypothesis studies/demo site

@@ -1,8 +1,8 @@
 """`cotharness demo` over several seeds and training recipes: how reliably does fine-tuning pass?
 
 Each (recipe, seed) is one real `cotharness demo --seed S --config C` process on the CPU with its own
-work and report directories and ``--threads`` threads (2 = the CI machine), several in parallel. The demo
-resumes what an earlier, interrupted invocation left, so rerunning this after a timeout completes the set.
+study root (``--root``: the demo study lands in ``<root>/demo/``) and ``--threads`` threads (2 = the CI
+machine), several in parallel. The demo resumes what an earlier, interrupted invocation left, so rerunning this after a timeout completes the set.
 Writes, per run: exit status, wall time, base and fine-tuned accuracy with 95% CI, and accuracy per family.
 
     python bench/demo_seeds.py --seeds 0 1 2 --recipe demo=configs/train/demo.yaml \
@@ -25,23 +25,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness_tasks import manifest  # noqa: E402
 
-TUNED, BASE = "tiny-base + LoRA", "tiny-base"
+TUNED, BASE = "synthetic", "base"  # the demo study's rows
 
 
 def run_one(recipe: str, config: str, seed: int, root: Path, threads: int) -> dict:
-    work, out = root / f"{recipe}-s{seed}" / "work", root / f"{recipe}-s{seed}" / "report"
-    resumed = work.exists()
+    work = root / f"{recipe}-s{seed}"
+    out = work / "demo"
+    resumed = out.exists()
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false")
     log = root / f"{recipe}-s{seed}.log"
     started = time.time()
     with log.open("a") as fh:
         code = subprocess.call([sys.executable, "-c", "from cotharness.cli import main; main()", "demo", "--seed", str(seed),
-                                "--config", config, "--work", str(work), "--out", str(out)],
+                                "--config", config, "--root", str(work)],
                                stdout=fh, stderr=subprocess.STDOUT, env=env)
     record = {"recipe": recipe, "config": config, "seed": seed, "exit_code": code,
               "wall_s": round(time.time() - started, 1), "resumed": resumed, "log": str(log)}
-    summary = out / "summary.json"
+    summary = out / "compare" / "summary.json"
     if code in (0, 1) and summary.is_file():
         acc = {r["model"]: r for r in json.loads(summary.read_text()) if r["metric"] == "acc"}
         record.update(base_acc=acc[BASE]["value"], acc=acc[TUNED]["value"], ci_low=acc[TUNED]["ci_low"],

@@ -165,18 +165,29 @@ def eval_(ctx: typer.Context):
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Where the comparison report and lm-eval outputs go.")] = Path("results/demo"),
-    work: Annotated[Path, typer.Option(help="Where the base model, data and adapter go (reused).")] = Path("runs/demo"),
+    root: Annotated[Path, typer.Option(help="Where studies live: the demo's outputs go under ROOT/demo/.")] = Path("studies"),
     limit: Annotated[int, typer.Option(min=0, help="Evaluate only the first N test documents (0 = all).")] = 0,
-    seed: Annotated[int, typer.Option(help="Seed of the base's pre-training and of fine-tuning (data stay fixed).")] = 0,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of the base's pre-training and of fine-tuning (the data stay fixed); default: the study's (0).",
+        show_default=False)] = None,
     config: Annotated[Path | None, typer.Option(
-        help="Training config (its base model, data and output dir are the demo's); default: the project's own "
-             "configs/train/demo.yaml, wherever the command runs.", show_default=False)] = None,
+        help="Training config the demo's run starts from (its base model, data and output dir are the study's); "
+             "default: the project's own configs/train/demo.yaml, wherever the command runs.", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(hidden=True)] = None,
+    work: Annotated[Path | None, typer.Option(hidden=True)] = None,
 ):
-    """Data -> LoRA training -> lm-eval on base and fine-tuned -> comparison, on the tiny model (CPU)."""
-    from cotharness.demo import CONFIG, run
+    """The demo study (configs/study/demo.yaml) on the tiny model, on a CPU: tiny base -> synthetic data -> LoRA
+    training -> lm-eval on base and fine-tuned -> comparison -> report; fails unless fine-tuning adds 30 points
+    with the fine-tuned CI above chance."""
+    from cotharness.demo import run
 
-    raise typer.Exit(run(out_dir=out, work=work, config=config or CONFIG, limit=limit or None, seed=seed))
+    if out is not None or work is not None:
+        raise UserError("--out and --work are gone: the demo is a study and everything it makes goes under "
+                        "ROOT/demo/ (--root, default studies)")
+    code, line = run(root=root, limit=limit or None, seed=seed, config=config,
+                     say=lambda text: typer.echo(text))
+    typer.echo(line, err=code != 0)
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -112,3 +112,14 @@ def pretrain(model_dir: str | Path, steps: int = 1000, batch_size: int = 32, lin
     staging.rename(model_dir)
     shutil.rmtree(backup)
     return record
+
+
+def build_base(path: str | Path, shape: dict, steps: int = 1000, seed: int = 0) -> dict:
+    """Build the tiny model of ``shape`` (cotharness.tiny_model.build's sizes) into ``path`` afresh and
+    pre-train it for ``steps``; returns pretrain.json's record. The study's ``tiny_base`` stage."""
+    from cotharness.tiny_model import build
+
+    path = Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+    build(path, **shape)
+    return pretrain(path, steps=steps, seed=seed)

@@ -130,23 +130,26 @@ def test_no_help_shows_a_flag_taking_a_value():
     assert "(default: 1)" not in proc.stdout  # lm-eval's batch size default is not ours
 
 
-def test_demo_config_is_found_from_any_folder(tmp_path):
-    from cotharness.demo import CONFIG, training_config
+def test_demo_config_is_found_from_any_folder(tmp_path, monkeypatch):
+    from cotharness.demo import STUDY
+    from cotharness.study.config import load_study
+    from cotharness.study.graph import build
 
-    assert CONFIG.is_absolute() and CONFIG.is_file()
-    cfg = training_config(CONFIG, tmp_path / "base", tmp_path / "data", tmp_path / "lora")
-    assert cfg.model.base_model == str(tmp_path / "base")
+    monkeypatch.chdir(tmp_path)
+    assert STUDY.is_absolute() and STUDY.is_file()
+    train = next(s for s in build(load_study(STUDY), tmp_path / "studies", STUDY) if s.kind == "train")
+    assert train.config["model"]["base_model"] == str(tmp_path / "studies" / "demo" / "tiny-base")
 
 
 def test_ctrl_c_in_the_demo_says_what_was_kept(tmp_path):
-    proc = subprocess.Popen([str(COTHARNESS), "demo", "--work", "w", "--out", "r"], cwd=tmp_path, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([str(COTHARNESS), "demo", "--root", "s"], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "COTHARNESS_DEBUG": ""},
                             # a child started from a background job would inherit SIGINT ignored
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        for line in proc.stderr:
-            if "1/5 tiny base model" in line:
+        for line in proc.stdout:
+            if line.startswith("tiny_base: running"):
                 break
         time.sleep(2)
         proc.send_signal(signal.SIGINT)
@@ -155,5 +158,6 @@ def test_ctrl_c_in_the_demo_says_what_was_kept(tmp_path):
     finally:
         proc.kill()
     assert "Traceback" not in rest
-    last = rest.strip().splitlines()[-1]
-    assert last.startswith("interrupted: no pre-trained base yet") and "rerun the same command" in last, rest
+    said = " ".join(rest.split())
+    assert "interrupted: study demo: stopped in tiny_base" in said, rest
+    assert "finished this run: none" in said and "`cotharness demo --root s` continues" in said, rest

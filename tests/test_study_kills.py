@@ -193,7 +193,13 @@ def sized_down(study: dict, files: dict, tiny_model: Path, server_url: str) -> d
     generated files, the teacher the loopback server, training a few CPU steps, evaluation 4 rows."""
     study = json.loads(json.dumps(study))
     data = study["data"]
-    data["test_file"] = files["test"]
+    if "synthetic" in data:  # the study makes its data (and its base): small ones
+        data["synthetic"].update(train=16, dev=4, test=4)
+    else:
+        data["test_file"] = files["test"]
+    if study.get("tiny_base"):
+        study["tiny_base"].update(shape={"hidden_size": 64, "layers": 2, "heads": 4, "kv_heads": 2,
+                                         "intermediate_size": 192}, steps=2)
     if "teacher_input" in data:
         data["teacher_input"] = files["teacher_input"]
     for pair in (data.get("sft") or {}).values():
@@ -202,7 +208,8 @@ def sized_down(study: dict, files: dict, tiny_model: Path, server_url: str) -> d
         study["teacher"]["server_url"] = server_url
     training = study.setdefault("training", {})
     given = {k: local(v, tiny_model) for k, v in (training.get("set") or {}).items()}
-    training["set"] = {**given, "model.base_model": str(tiny_model), **CPU, **SMALL}
+    own_base = {} if study.get("tiny_base") else {"model.base_model": str(tiny_model)}
+    training["set"] = {**given, **own_base, **CPU, **SMALL}
     if study["task"] == "tool_select":  # the tiny byte-level tokenizer spends ~2x Mistral's tokens on its prompt
         training["set"]["data.max_length"] = 2048
     for overrides in (training.get("per_ablation") or {}).values():

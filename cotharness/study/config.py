@@ -38,13 +38,44 @@ class SftFiles(Section):
     dev: str
 
 
+class SyntheticData(Section):
+    """The synthetic NLI splits (datagen/synthetic/nli.py), made by the study's ``synthetic`` stage into
+    ``studies/<name>/data/``: the ``synthetic`` ablation trains on train/dev, every model is evaluated on test."""
+
+    train: int = Field(ge=1)
+    dev: int = Field(ge=1)
+    test: int = Field(ge=1)
+    seed: int = 0
+
+
 class DataSection(Section):
     teacher_input: str | None = None
     """the pairs the teacher answers (CSV or JSONL with the task's fields and a gold label)"""
-    test_file: str
+    test_file: str | None = None
     """the held-out test file every model is evaluated on (and the teacher answers, if evaluated)"""
     sft: dict[str, SftFiles] | None = None
     """ready SFT files by ablation name, instead of a teacher and ``prepare``"""
+    synthetic: SyntheticData | None = None
+    """the synthetic NLI splits, made by the study (instead of test_file, sft and a teacher)"""
+
+
+class TinyShape(Section):
+    hidden_size: int = Field(128, ge=8)
+    layers: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1)
+    kv_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(384, ge=8)
+
+
+class TinyBaseSection(Section):
+    """The embedded tiny model, built and pre-trained by the study's ``tiny_base`` stage into
+    ``studies/<name>/tiny-base/`` (cotharness/tiny_pretrain.py): the base of every training and the
+    ``base`` row of the evaluation."""
+
+    shape: TinyShape = TinyShape()
+    steps: int = Field(1000, ge=1)
+    """pre-training steps on generic word comparisons"""
+    seed: int = 0
 
 
 class TeacherSection(Section):
@@ -110,6 +141,7 @@ class StudyConfig(Section):
     name: str
     task: str
     data: DataSection
+    tiny_base: TinyBaseSection | None = None
     teacher: TeacherSection | None = None
     ablations: list[str] = list(ABLATIONS)
     training: TrainingSection = TrainingSection()
@@ -124,7 +156,16 @@ class StudyConfig(Section):
             raise ValueError("ablations: name at least one")
         if len(set(self.ablations)) != len(self.ablations):
             raise ValueError(f"ablations: {self.ablations} names one twice")
-        if self.data.sft is not None:
+        if self.data.synthetic is not None:
+            given = [k for k in ("teacher_input", "test_file", "sft") if getattr(self.data, k) is not None]
+            if given or self.teacher is not None:
+                raise ValueError(f"data.synthetic: the study makes its own data; leave out "
+                                 f"{', '.join(f'data.{k}' for k in given) or 'the teacher: section'}")
+            if self.ablations != ["synthetic"]:
+                raise ValueError(f"ablations: with data.synthetic the one ablation is 'synthetic' (got {self.ablations})")
+        elif self.data.test_file is None:
+            raise ValueError("data.test_file: missing (required unless data.synthetic makes the splits)")
+        elif self.data.sft is not None:
             missing = [a for a in self.ablations if a not in self.data.sft]
             if missing:
                 raise ValueError(f"ablations: {missing} have no files under data.sft (it has {sorted(self.data.sft)})")
@@ -150,6 +191,13 @@ class StudyConfig(Section):
         empty = [k for k, v in self.training.sweep.items() if not v]
         if empty:
             raise ValueError(f"training.sweep.{empty[0]}: give at least one value")
+        if self.tiny_base is not None:
+            if self.evaluation.base is not None:
+                raise ValueError("evaluation.base: the study's tiny_base is the base; leave evaluation.base out")
+            keys = [*self.training.set, *self.training.sweep,
+                    *(k for over in self.training.per_ablation.values() for k in over)]
+            if "model.base_model" in keys:
+                raise ValueError("training: model.base_model is the study's tiny_base; do not set it")
         if self.evaluation.teacher and self.teacher is None:
             raise ValueError("evaluation.teacher: the study has no teacher: section")
         return self
@@ -202,9 +250,11 @@ def explain(err: ValidationError, path: Path | str) -> str:
     return f"{path}: " + "; ".join(lines)
 
 
-def load_study(path: str | Path) -> StudyConfig:
-    """The study at ``path``, checked; raises StudyError naming the file and the key."""
+def load_study(path: str | Path, overrides: dict | None = None) -> StudyConfig:
+    """The study at ``path`` (with ``overrides`` merged over it, section by section), checked; raises
+    StudyError naming the file and the key."""
     from harness_tasks.tasks import task_names
+    from harness_tasks.yaml_files import merge
 
     path = Path(path)
     try:
@@ -212,7 +262,7 @@ def load_study(path: str | Path) -> StudyConfig:
     except YamlFileError as err:
         raise StudyError(str(err)) from None
     try:
-        study = StudyConfig.model_validate(data)
+        study = StudyConfig.model_validate(merge(data, overrides or {}))
     except ValidationError as err:
         raise StudyError(explain(err, path)) from None
     tasks = task_names()

@@ -16,10 +16,11 @@ from cotharness.study.config import StudyConfig, StudyError, _suggest, project_f
 from cotharness.study.sweep import runs as training_runs
 from harness_tasks.yaml_files import merge
 
-KINDS = ("thoughts", "score", "reflect", "teacher_test", "prepare", "train", "eval", "compare")
+KINDS = ("tiny_base", "synthetic", "thoughts", "score", "reflect", "teacher_test", "prepare", "train", "eval", "compare")
 # prepare's folder per ablation (datagen/teacher/prepare.py ABLATIONS)
 PREPARE_FOLDERS = {"correct": "correct_only", "reflected": "correct_reflected", "all": "all"}
 TRAIN_OUTPUTS = ("run.json", "adapter_model.safetensors")  # trainer/train.py RUN_FILE, ADAPTER_FILES
+SPLITS = ("train", "dev", "test")
 
 
 @dataclass
@@ -80,6 +81,23 @@ def build(study: StudyConfig, root: Path | str = "studies", path: Path | str = "
         return Stage(kind, kind, config, {"input": source}, {"input": source_stage} if source_stage else {},
                      [dest, manifest], _datagen_templates(stage, study.task))
 
+    # the study's own base model and data, when it makes them (the demo)
+    tiny_base = None
+    if study.tiny_base is not None:
+        tb = study.tiny_base
+        tiny_base = out("tiny-base")
+        stages.append(Stage("tiny_base", "tiny_base", {"out": tiny_base, "shape": tb.shape.model_dump(),
+                                                       "steps": tb.steps, "seed": tb.seed},
+                            outputs=[out("tiny-base", "config.json"), out("tiny-base", "pretrain.json")]))
+    test_file, test_producer = study.data.test_file, None
+    if study.data.synthetic is not None:
+        syn = study.data.synthetic
+        splits = {s: out("data", f"{s}.jsonl") for s in SPLITS}
+        stages.append(Stage("synthetic", "synthetic", {"out": out("data"), "sizes": {s: getattr(syn, s) for s in SPLITS},
+                                                       "seed": syn.seed},
+                            outputs=[*splits.values(), out("data", "manifest.json")]))
+        test_file, test_producer = splits["test"], "synthetic"
+
     # the teacher: thoughts -> score -> reflect on the input pairs, and thoughts on the test file
     thoughts_out = None
     if teacher is not None and study.data.sft is None:
@@ -101,7 +119,9 @@ def build(study: StudyConfig, root: Path | str = "studies", path: Path | str = "
 
     # the SFT files of each ablation: prepare's, or given
     base_config = project_file(study.training.base)
-    if study.data.sft is not None:
+    if study.data.synthetic is not None:
+        sft = {"synthetic": (splits["train"], splits["dev"], "synthetic")}
+    elif study.data.sft is not None:
         sft = {a: (study.data.sft[a].train, study.data.sft[a].dev, None) for a in study.ablations}
     else:
         reflect = next((s for s in stages if s.kind == "reflect"), None)
@@ -125,13 +145,16 @@ def build(study: StudyConfig, root: Path | str = "studies", path: Path | str = "
     for run in training_runs(study):
         train_file, eval_file, producer = sft[run.ablation]
         run_dir = out("runs", run.name)
-        owned = {"output_dir": run_dir, "data": {"task": study.task, "train_file": train_file, "eval_file": eval_file}}
+        owned = {"output_dir": run_dir, "data": {"task": study.task, "train_file": train_file, "eval_file": eval_file},
+                 **({"model": {"base_model": tiny_base}} if tiny_base else {})}
         try:
             cfg = load_config(base_config, merge(run.overrides, owned))
         except ConfigError as err:
             raise StudyError(f"{path}: training (run {run.name}): {err}") from None
         inputs = {"train_file": train_file, "eval_file": eval_file}
         produced = {"train_file": producer, "eval_file": producer} if producer else {}
+        if tiny_base:
+            inputs["base_model"], produced["base_model"] = tiny_base, "tiny_base"
         stage = Stage(f"train/{run.name}", "train", cfg.model_dump(mode="json"), inputs, produced,
                       [str(Path(run_dir, f)) for f in TRAIN_OUTPUTS], _task_templates([study.task]))
         stages.append(stage)
@@ -158,11 +181,13 @@ def build(study: StudyConfig, root: Path | str = "studies", path: Path | str = "
             raise StudyError(f"{path}: evaluation.base: missing (no training run to take model.base_model from)")
         config = {"name": name, "model": "hf", "pretrained": pretrained, "peft": peft, "tasks": tasks,
                   "model_args": dict(ev.model_args), "gen_kwargs": dict(ev.gen_kwargs), "limit": ev.limit,
-                  "batch_size": ev.batch_size, "device": ev.device, "test_file": study.data.test_file,
+                  "batch_size": ev.batch_size, "device": ev.device, "test_file": test_file,
                   "output_path": out("eval", name)}
-        inputs = {"test_file": study.data.test_file, **({"adapter": peft} if peft else {})}
-        stage = Stage(f"eval/{name}", "eval", config, inputs, {"adapter": producer} if producer else {},
-                      [out("eval", name)], _task_templates(tasks))
+        inputs = {"test_file": test_file, **({"adapter": peft} if peft else {})}
+        produced = {**({"adapter": producer} if producer else {}), **({"test_file": test_producer} if test_producer else {})}
+        if tiny_base and pretrained == tiny_base:
+            inputs["base_model"], produced["base_model"] = tiny_base, "tiny_base"
+        stage = Stage(f"eval/{name}", "eval", config, inputs, produced, [out("eval", name)], _task_templates(tasks))
         stages.append(stage)
         evals.append(stage)
 

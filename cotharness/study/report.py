@@ -48,13 +48,13 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 class _Study:
     """The study's stages, plan verdicts and recorded state, read once."""
 
-    def __init__(self, config: Path, root: Path):
+    def __init__(self, config: Path, root: Path, overrides: dict | None = None):
         from cotharness.study import identity
         from cotharness.study.config import load_study
         from cotharness.study.graph import build
 
         self.config, self.root = config, root
-        self.study = load_study(config)
+        self.study = load_study(config, overrides)
         self.home = root / self.study.name
         self.stages = build(self.study, root, config)
         self.verdicts = {v.stage.id: v for v in identity.plan(self.stages, self.home)}
@@ -204,7 +204,14 @@ def _count_lines(path: str) -> int | None:
 
 def _data(s: _Study) -> list[str]:
     lines = ["## What each ablation's data kept", ""]
-    prepare = s.of("prepare")
+    prepare, synthetic = s.of("prepare"), s.of("synthetic")
+    if synthetic:
+        files = synthetic[0].outputs
+        counts = [_count_lines(f) if s.recorded(synthetic[0]) else None for f in files[:3]]
+        return [*lines, "The study made its own data (the `synthetic` stage, datagen/synthetic/nli.py: the reasoning "
+                "is written by rule, no teacher); rows counted in `data/`.", "",
+                *_table(["ablation", "train rows", "dev rows", "test rows"],
+                        [["synthetic", *(c if c is not None else NOT_RUN for c in counts)]])]
     if not prepare:
         body = [[a, _count_lines(f.train), _count_lines(f.dev)] for a, f in (s.study.data.sft or {}).items()
                 if a in s.study.ablations]
@@ -347,7 +354,7 @@ def _costs(s: _Study) -> list[str]:
         lines += ["No teacher stage: no API spend.", ""]
     compute, total = [], 0.0
     for stage in s.stages:
-        if stage.kind not in ("train", "eval", "prepare", "compare"):
+        if stage.kind not in ("tiny_base", "synthetic", "train", "eval", "prepare", "compare"):
             continue
         rec = s.state.get(stage.id) or {}
         seconds, source = rec.get("seconds"), "state.json (the stage's wall time)"
@@ -413,9 +420,9 @@ def _provenance(s: _Study) -> list[str]:
 
 # --- the report ---------------------------------------------------------------------------------------
 
-def render(config: Path | str, root: Path | str = Path("studies")) -> tuple[str, Path]:
+def render(config: Path | str, root: Path | str = Path("studies"), overrides: dict | None = None) -> tuple[str, Path]:
     """(report.md's text, the study's folder); writes the PNGs under ``<home>/report/``."""
-    s = _Study(Path(config), Path(root))
+    s = _Study(Path(config), Path(root), overrides)
     counts = {st: sum(v.status == st for v in s.verdicts.values()) for st in ("current", "new", "changed", "stale")}
     table, per_class = _comparison(s)
     lines = [f"# Study {s.study.name}", "",
@@ -426,7 +433,8 @@ def render(config: Path | str, root: Path | str = Path("studies")) -> tuple[str,
     return "\n".join(lines).rstrip() + "\n", s.home
 
 
-def report(config: Path | str, root: Path | str = Path("studies")) -> Path:
-    """Write ``<root>/<name>/report.md`` (and ``report/*.png``) from what the study recorded; returns its path."""
-    text, home = render(config, root)
+def report(config: Path | str, root: Path | str = Path("studies"), overrides: dict | None = None) -> Path:
+    """Write ``<root>/<name>/report.md`` (and ``report/*.png``) from what the study recorded (``overrides``
+    merged over the config as ``study run`` had them); returns its path."""
+    text, home = render(config, root, overrides)
     return write_atomic(home / REPORT_FILE, text)

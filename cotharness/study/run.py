@@ -40,6 +40,21 @@ class RunResult:
 
 # --- builders: a stage's resolved config -> its step's typed config, then the step -----------------------
 
+def _tiny_base(stage: Stage, verdict: identity.Verdict, say: Callable[[str], None]) -> None:
+    from cotharness.tiny_pretrain import build_base
+
+    c = stage.config
+    record = build_base(Path(c["out"]), dict(c["shape"]), c["steps"], c["seed"])
+    say(f"{stage.id}: pre-trained {c['out']}: word-comparison accuracy {record['equality_accuracy']:.1%}")
+
+
+def _synthetic(stage: Stage, verdict: identity.Verdict, say: Callable[[str], None]) -> None:
+    from datagen.synthetic.nli import write_splits
+
+    c = stage.config  # the study's own folder: its files are this stage's to replace
+    write_splits(Path(c["out"]), dict(c["sizes"]), c["seed"], force=True)
+
+
 def _datagen(stage: Stage, verdict: identity.Verdict, say: Callable[[str], None]) -> None:
     from datagen.engine.cli_checks import api_key_for
     from datagen.engine.pipeline import StageRun
@@ -124,18 +139,20 @@ def _compare(stage: Stage, verdict: identity.Verdict, say: Callable[[str], None]
 
 # --- the run ----------------------------------------------------------------------------------------------
 
-def run(config: Path | str, root: Path | str = Path("studies"), say: Callable[[str], None] = print) -> RunResult:
-    """Run every stage of the study at ``config`` that is not current; returns what ran and what was skipped.
-    A user's mistake in a stage raises its UserError (the stages before it stay recorded); Ctrl-C raises
-    KeyboardInterrupt saying which stages finished and how to continue."""
+def run(config: Path | str, root: Path | str = Path("studies"), say: Callable[[str], None] = print,
+        overrides: dict | None = None, command: str | None = None) -> RunResult:
+    """Run every stage of the study at ``config`` (``overrides`` merged over it) that is not current; returns
+    what ran and what was skipped. A user's mistake in a stage raises its UserError (the stages before it
+    stay recorded); Ctrl-C raises KeyboardInterrupt saying which stages finished and how to continue
+    (``command``: the command that continues, default ``cotharness study run CONFIG``)."""
     from cotharness.study.config import load_study
     from cotharness.study.graph import build
 
     config, root = Path(config), Path(root)
-    study = load_study(config)
+    study = load_study(config, overrides)
     home = root / study.name
     verdicts = identity.plan(build(study, root, config), home)
-    command = f"cotharness study run {config}" + (f" --root {root}" if root != Path("studies") else "")
+    command = command or f"cotharness study run {config}" + (f" --root {root}" if root != Path("studies") else "")
     todo = [v for v in verdicts if v.status != "current"]
     counts = {s: sum(v.status == s for v in todo) for s in identity.STATUSES if s != "current"}
     detail = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
@@ -164,12 +181,16 @@ def run(config: Path | str, root: Path | str = Path("studies"), say: Callable[[s
         raise KeyboardInterrupt(f"study {study.name}: stopped in {current}{said}; finished this run: {finished}; "
                                 f"`{command}` continues (finished stages are skipped)") from None
     say(f"study {study.name}: {len(result.ran)} ran, {len(result.skipped)} current (state: {identity.state_path(home)})")
-    say(f"report: {report(config, root)}")
+    say(f"report: {report(config, root, overrides)}")
     return result
 
 
 def _step(stage: Stage, verdict: identity.Verdict, say, home: Path, command: str) -> None:
-    if stage.kind in DATAGEN:
+    if stage.kind == "tiny_base":
+        _tiny_base(stage, verdict, say)
+    elif stage.kind == "synthetic":
+        _synthetic(stage, verdict, say)
+    elif stage.kind in DATAGEN:
         _datagen(stage, verdict, say)
     elif stage.kind == "prepare":
         _prepare(stage, verdict, say)
