@@ -8,8 +8,6 @@ from typing import Annotated, Literal
 import typer
 
 from datagen.engine.cli_checks import (
-    OneLineCommand,
-    OneLineGroup,
     api_key_for,
     backend_settings,
     finish,
@@ -38,7 +36,7 @@ from datagen.engine.cli_options import (
     Tpm,
 )
 
-app = typer.Typer(no_args_is_help=True, cls=OneLineGroup, help="Generate training and evaluation data.")
+app = typer.Typer(no_args_is_help=True, help="Generate training and evaluation data.")
 
 # Options of the teacher stages (thoughts, score, reflect); those every model command shares are in cli_options
 Input = Annotated[Path, typer.Option(help="Rows to process (CSV/JSONL; score/reflect: a thoughts file).")]
@@ -109,17 +107,12 @@ def _teacher_command(stage_name: str, default_model: str, doc: str):
     return command
 
 
-def _command(name: str | None = None):
-    """Register a command whose option mistakes are one ``error:`` line (``OneLineCommand``)."""
-    return app.command(name, cls=OneLineCommand)
-
-
-_command("thoughts")(_teacher_command(
+app.command("thoughts")(_teacher_command(
     "thoughts", "open-mistral-7b",
     "A teacher answers each row with {thought_process, predicted_label} (resumable; failures recorded)."))
-_command("score")(_teacher_command(
+app.command("score")(_teacher_command(
     "score", "mistral-large-latest", "A judge rates each thought 1-5 and may improve it."))
-_command("reflect")(_teacher_command(
+app.command("reflect")(_teacher_command(
     "reflect", "mistral-large-latest",
     "For rows the teacher got wrong, a stronger model is told the true label and corrects the reasoning."))
 
@@ -130,7 +123,7 @@ def _prepare_command():
     return command
 
 
-_command("prepare")(_prepare_command())
+app.command("prepare")(_prepare_command())
 
 
 def _tools_command():
@@ -139,7 +132,7 @@ def _tools_command():
     return command
 
 
-_command("tools")(_tools_command())
+app.command("tools")(_tools_command())
 
 
 def _backtranslate_cli():
@@ -150,10 +143,10 @@ def _backtranslate_cli():
 
 # Instruction backtranslation: `backtranslate inverse|augment`, and `curate` (a judge keeps the good pairs)
 app.add_typer(_backtranslate_cli().app, name="backtranslate")
-_command("curate")(_backtranslate_cli().curate)
+app.command("curate")(_backtranslate_cli().curate)
 
 
-@_command()
+@app.command()
 def puzzles(
     out: Annotated[Path, typer.Option(help="Directory for train.jsonl, dev.jsonl, test.jsonl and manifest.json "
                                            "(rows: id, family, premise, hypothesis, label, thought_process).")],
@@ -182,7 +175,7 @@ def puzzles(
             typer.echo(f"  {family}: " + ", ".join(f"{label} {by_label[label]}" for label in LABELS))
 
 
-@_command()
+@app.command()
 def synthetic(
     out: Annotated[Path, typer.Option(help="Directory for train.jsonl, dev.jsonl, test.jsonl and manifest.json.")],
     train: Annotated[int, typer.Option(min=0, max=1_000_000, help="Training rows (0: no train.jsonl).")] = 2000,

@@ -83,19 +83,26 @@ def _delimited(path: Path, delimiter: str) -> Table:
     return Table(path, header, rows, {c: 1 for c in header})
 
 
+def json_object(line: str | bytes, where: str, hint: str = "") -> dict:
+    """One JSON Lines line as an object, or a DataFileError naming ``where`` (file:line)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataFileError(f"{where}: invalid JSON ({err.msg}, column {err.colno})") from None
+    except UnicodeDecodeError:  # bytes that are not UTF-8
+        raise DataFileError(f"{where}: not UTF-8 text") from None
+    if not isinstance(row, dict):
+        raise DataFileError(f"{where}: expected a JSON object, got {type(row).__name__}{hint}")
+    return row
+
+
 def _jsonl(path: Path) -> Table:
     rows, first_line = [], {}
     # split on "\n" only: str.splitlines would also split at U+2028, which JSON strings may hold
     for lineno, line in enumerate(_text(path).split("\n"), 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataFileError(f"{path}:{lineno}: invalid JSON ({err.msg}, column {err.colno})") from None
-        if not isinstance(row, dict):
-            raise DataFileError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__} "
-                                "(one object per line: JSON Lines)")
+        row = json_object(line, f"{path}:{lineno}", " (one object per line: JSON Lines)")
         for key in row:
             first_line.setdefault(key, lineno)
         rows.append((lineno, row))

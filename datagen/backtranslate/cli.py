@@ -21,8 +21,6 @@ from typing import Annotated
 import typer
 
 from datagen.engine.cli_checks import (
-    OneLineCommand,
-    OneLineGroup,
     UsageError,
     api_key_for,
     backend_settings,
@@ -52,7 +50,7 @@ from datagen.engine.cli_options import (
     Tpm,
 )
 
-app = typer.Typer(no_args_is_help=True, cls=OneLineGroup,
+app = typer.Typer(no_args_is_help=True,
                   help="Instruction backtranslation: seed pairs for a backward model, and the instructions it "
                        "writes for unlabelled responses.")
 
@@ -70,7 +68,7 @@ def _options(concurrency: int, max_reprompts: int, **kw):
     return Options(concurrency=concurrency, max_reprompts=max_reprompts, **kw)
 
 
-@app.command(cls=OneLineCommand)
+@app.command()
 def inverse(
     input: Annotated[Path, typer.Option(help="Seed (instruction, response) pairs, CSV or JSONL.")],
     out: Annotated[Path, typer.Option(help="Directory for train.jsonl, dev.jsonl and manifest.json.")],
@@ -94,7 +92,7 @@ def inverse(
                    f"{out}/manifest.json)")
 
 
-@app.command(cls=OneLineCommand)
+@app.command()
 def augment(
     input: Annotated[Path, typer.Option(help="Unlabelled responses, CSV or JSONL (a response column, optional id).")],
     out: Annotated[Path, typer.Option(help="Output JSONL of {id, response, instruction}; rerun to resume.")],

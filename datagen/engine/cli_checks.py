@@ -5,7 +5,8 @@ A mistake is one ``error:`` line on stderr: exit 2 for a user's mistake (an opti
 existing output, a missing key), 1 for work that ran and failed, 3 for a run stopped by ``--max-cost``,
 130 for Ctrl-C with a line that says what was kept. The checks live here, below the commands, so that
 the teacher stages, the backtranslation commands and the data generators say the same thing in the
-same words.
+same words. Mistakes in the options themselves (a value out of range, a misspelt option) are made one
+line by the ``cotharness`` command's own error path (``cotharness/cli.py``), for every command alike.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import click
 import typer
-from typer.core import TyperCommand, TyperGroup
 
 from datagen.engine.backends import BACKENDS
 from harness_tasks.errors import UserError, traceback_if_debugging
@@ -30,47 +29,6 @@ RESUME = "finished rows are saved; rerun the same command to continue"
 
 class UsageError(UserError):
     """A setting that cannot work; the message says what to change."""
-
-
-# typer parses with its own copy of click, whose UsageError it does not export: found through the
-# public BadParameter; click's own is kept for a typer that uses click itself.
-OPTION_ERRORS = tuple({click.UsageError, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")})
-
-
-def _say(ctx: click.Context | None, err) -> None:
-    where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-    typer.echo(f"error: {err.format_message()}{where}", err=True)
-
-
-def _is_help(err) -> bool:
-    # `cotharness datagen` alone shows its help: click signals that with a UsageError subclass
-    return type(err).__name__ == "NoArgsIsHelpError"
-
-
-class OneLineCommand(TyperCommand):
-    """A command whose option mistakes (a value out of range, a missing or misspelt option, a choice
-    that is not one) are one ``error:`` line, exit 2, instead of click's boxed usage message, so that
-    they read like every other mistake of the command."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except OPTION_ERRORS as err:
-            if _is_help(err):
-                raise
-            _say(err.ctx or ctx, err)
-            raise typer.Exit(2) from None
-
-
-class OneLineGroup(TyperGroup):
-    """The same for a group: an unknown command is one line with typer's did-you-mean."""
-
-    def resolve_command(self, ctx: click.Context, args: list[str]):
-        try:
-            return super().resolve_command(ctx, args)
-        except OPTION_ERRORS as err:
-            _say(ctx, err)
-            raise typer.Exit(2) from None
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from pathlib import Path
 from harness_tasks.data_files import DataFileError
 from harness_tasks.errors import UserError
 from harness_tasks.manifest import write_atomic
+from harness_tasks.tables import json_object
 
 
 class OutputLockedError(UserError):
@@ -160,14 +161,7 @@ def _parse(data: bytes, path: Path) -> dict[str, dict]:
     for lineno, line in enumerate(data.split(b"\n"), 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataFileError(f"{path}:{lineno}: invalid JSON ({err.msg}, column {err.colno})") from None
-        except UnicodeDecodeError:
-            raise DataFileError(f"{path}:{lineno}: not UTF-8 text") from None
-        if not isinstance(row, dict):
-            raise DataFileError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        row = json_object(line, f"{path}:{lineno}")
         if "id" not in row:
             raise DataFileError(f"{path}:{lineno}: a row without an 'id'; was the file written by another tool?")
         rows[row_key(row)] = row
