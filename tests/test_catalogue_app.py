@@ -20,6 +20,9 @@ EVAL = ["eval", "--tasks", "nli_cot", "--device", "cpu"]
 TINY = "pretrained={tiny}"
 ONLINE = {"HF_HUB_OFFLINE": ""}  # the hub allowed: a missing model must still fail in seconds, not after retries
 
+SMALL_STUDY = ("name: x\ntask: nli_cot\ndata: {test_file: data.csv, sft: {a: {train: data.csv, dev: data.csv}}}\n"
+               "ablations: [a]\n")
+
 CASES = [
     Case("eval-unknown-task", ["eval", "--tasks", "nli_cott", "--model_args", TINY], 2,
          "--tasks nli_cott: no such task; did you mean nli_cot?", "Use a task the message lists (`cotharness eval ls tasks` lists lm-eval's)."),
@@ -68,6 +71,16 @@ CASES = [
     Case("study-key-typo", ["study", "run", "s.yaml"], 2, "s.yaml: unknown key 'ablashuns'; did you mean 'ablations'?",
          "Fix the key the line names.",
          files={"s.yaml": "name: x\ntask: nli_cot\ndata: {test_file: data.csv}\nablashuns: [a]\n"}),
+    Case("study-slurm-without-sbatch", ["study", "run", "s.yaml", "--executor", "slurm"], 2,
+         "--executor slurm: sbatch is not on PATH; run it from a SLURM login node",
+         "Run the study on the cluster's login node, or use --executor local here.",
+         files={"s.yaml": SMALL_STUDY}),
+    Case("study-bad-gpus", ["study", "run", "s.yaml", "--gpus", "a,b"], 2,
+         "--gpus 'a,b': GPU indices separated by commas", "Give GPU numbers, e.g. --gpus 0,1.",
+         files={"s.yaml": SMALL_STUDY}),
+    Case("study-executor-typo", ["study", "run", "s.yaml", "--executor", "slrum"], 2,
+         "Invalid value for '--executor'", "Give one of auto, inline, local, slurm.",
+         files={"s.yaml": SMALL_STUDY}),
     Case("demo-bad-limit", ["demo", "--limit", "-1"], 2, "Invalid value for '--limit'", "Give 0 (all documents) or more."),
     Case("tiny-model-bad-value", ["tiny-model", "--out", "m", "--layers", "two"], 2,
          "Invalid value for '--layers'", "Give a whole number."),

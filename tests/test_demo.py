@@ -120,7 +120,7 @@ def test_the_demo_runs_as_a_study_skips_what_is_current_and_rebuilds_for_another
     # an untrained toy cannot gain 30 points: the demo must say so and fail, not pretend
     code, line = demo.run(root=root, study=study, say=lines.append)
     assert code == 1 and "the demo expects at least +30%" in line and str(home / "report.md") in line
-    assert lines[0] == "study demo: 0 current, 6 to run (6 new)"
+    assert lines[0] == "study demo: 0 current, 6 to run (6 new); executor inline"
     assert (home / "report.md").is_file() and "# Study demo" in (home / "report.md").read_text()
     rows = json.loads((home / "compare" / "summary.json").read_text())
     acc = {r["model"]: r for r in rows if r["metric"] == "acc"}

@@ -19,6 +19,8 @@ import yaml
 from test_study_run import EVALUATION, TRAINING, pairs, run, tiny_study, write_study
 from typer.testing import CliRunner
 
+from backtranslate_responder import RUBRIC_OPENING
+from backtranslate_responder import respond as backtranslate_respond
 from conftest import REPO, write_jsonl
 from fake_teacher import respond
 from loopback_server import LoopbackServer
@@ -170,6 +172,12 @@ def teacher_pairs(n):
 def small_files(task: str, d: Path) -> dict[str, str]:
     """train/dev/test files of ``task``'s format, a few rows each (plus the teacher's input pairs)."""
     files = {"teacher_input": str(write_jsonl(d / "pairs.jsonl", teacher_pairs(12)))}
+    if task == "instruct":  # backtranslation: seed pairs, unlabelled responses, held-out instructions
+        from test_study_backtranslation import instructions, responses, seed_pairs
+
+        return files | {"seed_pairs": str(write_jsonl(d / "seed_pairs.jsonl", seed_pairs())),
+                        "responses": str(write_jsonl(d / "responses.jsonl", responses())),
+                        "test": str(write_jsonl(d / "test.jsonl", instructions()))}
     if task == "tool_select":
         from datagen.tools.cli import build
 
@@ -206,6 +214,14 @@ def sized_down(study: dict, files: dict, tiny_model: Path, server_url: str) -> d
         pair.update(train=files["train"], dev=files["dev"])
     if study.get("teacher"):
         study["teacher"]["server_url"] = server_url
+    bt = study.get("backtranslation")
+    if bt:  # the backward model the tiny one (from training.set), the judge the loopback server, 8 tokens
+        bt.update(seed_pairs=files["seed_pairs"], responses=files["responses"], dev_fraction=0.2)
+        bt["augment"] = {**bt.get("augment", {}), "load_in_4bit": False, "batch_size": 6, "max_tokens": 8,
+                         **({"model": str(tiny_model)} if bt.get("augment", {}).get("model") else {})}
+        bt["curate"] = {**bt.get("curate", {}), "server_url": server_url}
+        study["evaluation"]["metadata"] = {**study["evaluation"].get("metadata", {}), "judge_url": server_url,
+                                           "judge_cache": False}
     training = study.setdefault("training", {})
     given = {k: local(v, tiny_model) for k, v in (training.get("set") or {}).items()}
     own_base = {} if study.get("tiny_base") else {"model.base_model": str(tiny_model)}
@@ -222,6 +238,14 @@ def sized_down(study: dict, files: dict, tiny_model: Path, server_url: str) -> d
     return study
 
 
+def either(body: dict) -> str:
+    """The NLI teacher, or the backtranslation study's backward model and pair judge."""
+    system = body["messages"][0]
+    if system["role"] == "system" and system["content"].startswith(RUBRIC_OPENING):
+        return backtranslate_respond(body)
+    return respond(body)
+
+
 @pytest.mark.parametrize("name", SEED_STUDIES)
 def test_a_shipped_study_plans_and_runs_end_to_end_sized_down(name, key, tiny_model, tmp_path):
     from cotharness.cli import app
@@ -232,7 +256,7 @@ def test_a_shipped_study_plans_and_runs_end_to_end_sized_down(name, key, tiny_mo
     shipped = yaml.safe_load((REPO / "configs" / "study" / f"{name}.yaml").read_text())
     files = small_files(shipped["task"], tmp_path)
     root = tmp_path / "studies"
-    with LoopbackServer(respond) as server:
+    with LoopbackServer(either) as server:
         config = write_study(tmp_path / f"{name}.yaml", sized_down(shipped, files, tiny_model, server.url))
         planned = CliRunner().invoke(app, ["study", "plan", str(config), "--root", str(root)])
         assert planned.exit_code == 0, planned.output
@@ -240,12 +264,13 @@ def test_a_shipped_study_plans_and_runs_end_to_end_sized_down(name, key, tiny_mo
         assert f"study {name}: {len(stages)} stages, {len(stages)} new" in " ".join(planned.output.split())
 
         result, lines = run(config, root)
-        assert list(result.ran) == [s.id for s in stages] and result.skipped == []
+        # every stage ran (the API stages side by side: in the order they finished)
+        assert sorted(result.ran) == sorted(s.id for s in stages) and result.skipped == []
         # the structure stands: one row per model of the shipped study, compared
         rows = ["base", *(shipped.get("evaluation", {}).get("baselines") or {})]
         assert all(f"eval/{r}" in result.ran for r in rows)
         assert ("teacher_test" in result.ran) == bool(shipped.get("evaluation", {}).get("teacher"))
-        assert sum(s.kind == "train" for s in stages) == len(shipped["ablations"])
+        assert sum(s.kind == "train" and s.id != "train/backward" for s in stages) == len(shipped["ablations"])
         home = root / name
         assert {v.status for v in plan(build(load_study(config), root, config), home)} == {"current"}
         summary = json.loads((home / "compare" / "summary.json").read_text())

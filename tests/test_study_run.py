@@ -76,7 +76,7 @@ def test_a_study_runs_every_stage_and_records_it(study):
     result, lines = run(config, root)
     order = ["train/a", "train/b", "eval/base", "eval/a", "eval/b", "compare"]
     assert list(result.ran) == order and result.skipped == []
-    assert lines[0] == "study tiny: 0 current, 6 to run (6 new)"
+    assert lines[0] == "study tiny: 0 current, 6 to run (6 new); executor inline"  # no GPU, no API stage
     assert all(any(line.startswith(f"{s}: ran in ") for line in lines) for s in order)
     home = root / "tiny"
     verdicts = plan(build(load_study(config), root, config), home)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -62,15 +63,38 @@ def plan_(config: Config, root: Root = Path("studies")):
     _summary(console, study, verdicts, root)
 
 
+class ExecutorName(str, Enum):
+    auto = "auto"
+    inline = "inline"
+    local = "local"
+    slurm = "slurm"
+
+
+Executor = Annotated[ExecutorName, typer.Option(
+    help="inline: one stage at a time in this process; local: stages side by side as jobs (API stages "
+         "together, one training or evaluation per GPU); slurm: trainings and evaluations submitted to SLURM "
+         "(execution.slurm); auto: local when two GPUs or two API stages could run side by side, else inline.")]
+Gpus = Annotated[str | None, typer.Option(help="GPUs the local executor hands out, e.g. 0,1 (default: "
+                                                "execution.gpus, else every visible GPU).")]
+
+
 @app.command("run")
-def run_(config: Config, root: Root = Path("studies")):
+def run_(config: Config, root: Root = Path("studies"), executor: Executor = ExecutorName.auto, gpus: Gpus = None):
     """Run the stages that are not current, in dependency order (see `study plan`): teacher stages resume
     their rows, a cut training resumes its checkpoint, evaluations and the comparison rerun whole. Ctrl-C
     stops after saving what it can; the same command continues."""
+    from cotharness.study.config import StudyError
     from cotharness.study.run import run
 
+    ids = None
+    if gpus is not None:
+        try:
+            ids = [int(x) for x in gpus.split(",") if x.strip()]
+        except ValueError:
+            raise StudyError(f"--gpus {gpus!r}: GPU indices separated by commas, e.g. 0,1") from None
     console = Console()
-    run(config, root, say=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))
+    run(config, root, say=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False),
+        executor=executor.value, gpus=ids)
 
 
 @app.command()

@@ -22,6 +22,9 @@ PROJECT = Path(__file__).resolve().parents[2]
 # schema reads on its own; tests/test_study_config.py checks the two agree
 ABLATIONS = ("correct", "reflected", "all")
 TEACHER_STAGES = ("thoughts", "score", "reflect")
+# the backtranslation study's ablations: the judge's pairs rated >= threshold, or every augmented pair
+# (Humpback's own comparison of self-curation against none)
+BACKTRANSLATION_ABLATIONS = ("curated", "augmented")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -125,6 +128,8 @@ class EvaluationSection(Section):
     model_args: dict[str, Any] = {}
     """more lm-eval model_args for every model, e.g. ``load_in_4bit: true``"""
     gen_kwargs: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    """more lm-eval --metadata for every evaluation, e.g. instruct_judged's ``judge_model`` and ``judge_url``"""
     limit: int | None = Field(None, ge=1)
     batch_size: int | Literal["auto"] = "auto"
     device: str | None = None
@@ -137,26 +142,131 @@ class ComparisonSection(Section):
     """the row the report singles out (the primary ablation's run), if any"""
 
 
+class SlurmStage(Section):
+    """What one kind of stage asks SLURM for (``--executor slurm``)."""
+
+    partition: str | None = None
+    """default: the cluster's default partition"""
+    gpus: int = Field(1, ge=1)
+    """GPUs per job; a training with more than one runs one process per GPU (DDP)"""
+    cpus: int = Field(8, ge=1)
+    """CPUs per task"""
+    mem_gb: int | None = Field(None, ge=1)
+    timeout_min: int = Field(24 * 60, ge=1)
+    additional: dict[str, Any] = {}
+    """more sbatch options, e.g. ``{account: myproject, qos: high}``"""
+
+
+class SlurmSection(Section):
+    train: SlurmStage = SlurmStage()
+    eval: SlurmStage = SlurmStage(timeout_min=4 * 60)
+    datagen: SlurmStage = SlurmStage(timeout_min=12 * 60)
+    """a local (hf) teacher's stages"""
+    setup: list[str] = []
+    """shell lines run before each job, e.g. ``module load cuda`` or ``source .venv/bin/activate``"""
+
+
+class ExecutionSection(Section):
+    """How stages run side by side (``study run --executor``); not part of any stage's identity."""
+
+    gpus: list[int] | None = None
+    """the GPUs the local executor hands out, one per device stage; default: every visible GPU"""
+    api_stages: int = Field(4, ge=1)
+    """API stages running at once (each keeps its own ``teacher.concurrency`` requests in flight)"""
+    slurm: SlurmSection = SlurmSection()
+
+
+class AugmentSection(Section):
+    """The backward model writing an instruction per unlabelled response (``datagen backtranslate augment``);
+    a setting left out takes ``configs/datagen/backtranslate.yaml``'s augment value."""
+
+    backend: Literal["hf", "mistral", "mistral-batch"] = "hf"
+    """hf: the backward adapter on its base, in this process; mistral(-batch): a server serving it"""
+    model: str | None = None
+    """hf: the base model (default: the backward training's ``model.base_model``); a server: the served name"""
+    server_url: str | None = None
+    load_in_4bit: bool = False
+    device: str | None = None
+    batch_size: int | None = Field(None, ge=1)
+    """prompts per generate call (hf backend)"""
+    concurrency: int | None = Field(None, ge=1)
+    """requests in flight (a server)"""
+    limit: int | None = Field(None, ge=1)
+    """the first N responses only"""
+    temperature: float | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    seed: int | None = Field(None, ge=0)
+    max_reprompts: int | None = Field(None, ge=0)
+    max_cost: float | None = Field(None, gt=0)
+
+
+class CurateSection(Section):
+    """The judge rating each pair 1-5 (``datagen curate``); a setting left out takes
+    ``configs/datagen/backtranslate.yaml``'s curate value."""
+
+    backend: Literal["mistral", "mistral-batch", "hf"] = "mistral"
+    model: str | None = None
+    """the judge (default: the settings file's, mistral-large-latest)"""
+    server_url: str | None = None
+    threshold: int | None = Field(None, ge=1, le=5)
+    """the ``curated`` ablation keeps the pairs rated at least this (default: the settings file's, 4)"""
+    concurrency: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    """prompts per generate call (hf backend)"""
+    temperature: float | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=1)
+    max_reprompts: int | None = Field(None, ge=0)
+    max_cost: float | None = Field(None, gt=0)
+    """USD per run; the stage stops before exceeding it"""
+
+
+class BacktranslationSection(Section):
+    """Instruction backtranslation (Humpback): seed pairs -> backward model -> instructions for unlabelled
+    responses -> a judge's curation -> the forward training of each ablation (``training:``)."""
+
+    seed_pairs: str
+    """(instruction, response) pairs, CSV or JSONL, the backward model is trained on"""
+    responses: str
+    """unlabelled responses (CSV or JSONL with a ``response`` column) the backward model writes instructions for"""
+    dev_fraction: float = Field(0.05, gt=0, lt=1)
+    """the share of distinct seed responses held out for the backward model's eval loss"""
+    seed: int = 0
+    """the dev split's seed"""
+    backward: str = "configs/train/backward.yaml"
+    """the backward model's training config (``training.set`` applies to it too; per_ablation and sweep do not)"""
+    backward_set: dict[str, Any] = {}
+    """dotted keys over ``backward`` for the backward training only"""
+    augment: AugmentSection = AugmentSection()
+    curate: CurateSection = CurateSection()
+
+
 class StudyConfig(Section):
     name: str
     task: str
     data: DataSection
     tiny_base: TinyBaseSection | None = None
     teacher: TeacherSection | None = None
+    backtranslation: BacktranslationSection | None = None
     ablations: list[str] = list(ABLATIONS)
     training: TrainingSection = TrainingSection()
     evaluation: EvaluationSection = EvaluationSection()
     comparison: ComparisonSection = ComparisonSection()
+    execution: ExecutionSection = ExecutionSection()
 
     @model_validator(mode="after")
     def _consistent(self) -> StudyConfig:
         if not NAME.fullmatch(self.name):
             raise ValueError(f"name {self.name!r}: letters, digits, '.', '_' and '-' only (it names studies/<name>/)")
+        if self.backtranslation is not None and "ablations" not in self.model_fields_set:
+            self.ablations = ["curated"]  # prepare's default ablations mean nothing here
         if not self.ablations:
             raise ValueError("ablations: name at least one")
         if len(set(self.ablations)) != len(self.ablations):
             raise ValueError(f"ablations: {self.ablations} names one twice")
-        if self.data.synthetic is not None:
+        if self.backtranslation is not None:
+            self._backtranslation()
+        elif self.data.synthetic is not None:
             given = [k for k in ("teacher_input", "test_file", "sft") if getattr(self.data, k) is not None]
             if given or self.teacher is not None:
                 raise ValueError(f"data.synthetic: the study makes its own data; leave out "
@@ -198,9 +308,44 @@ class StudyConfig(Section):
                     *(k for over in self.training.per_ablation.values() for k in over)]
             if "model.base_model" in keys:
                 raise ValueError("training: model.base_model is the study's tiny_base; do not set it")
+        if self.execution.slurm.eval.gpus > 1 and not self.evaluation.model_args.get("parallelize"):
+            raise ValueError("execution.slurm.eval.gpus: an evaluation uses one GPU unless evaluation.model_args "
+                             "has parallelize: true (the model split across the job's GPUs)")
         if self.evaluation.teacher and self.teacher is None:
             raise ValueError("evaluation.teacher: the study has no teacher: section")
         return self
+
+    def _backtranslation(self) -> None:
+        """A backtranslation study makes its SFT data itself: no teacher, prepare or given SFT files."""
+        given = [f"data.{k}" for k in ("teacher_input", "sft", "synthetic") if getattr(self.data, k) is not None]
+        given += [f"{k}:" for k in ("teacher", "tiny_base") if getattr(self, k) is not None]
+        if given:
+            raise ValueError(f"backtranslation: the study makes its training data from seed pairs and responses; "
+                             f"leave out {', '.join(given)} (they belong to the teacher / prepare studies)")
+        if self.task != "instruct":
+            raise ValueError(f"task: a backtranslation study trains the 'instruct' task (got {self.task!r})")
+        wrong = [a for a in self.ablations if a not in BACKTRANSLATION_ABLATIONS]
+        if wrong:
+            raise ValueError(f"ablations: {wrong[0]!r} is not a backtranslation ablation "
+                             f"({', '.join(BACKTRANSLATION_ABLATIONS)}){_suggest(wrong[0], BACKTRANSLATION_ABLATIONS)}")
+        if self.data.test_file is None:
+            raise ValueError("data.test_file: missing: the held-out instructions every model answers "
+                             "(e.g. harness_tasks/instruct/data/sample.jsonl)")
+        augment = self.backtranslation.augment
+        if augment.backend != "hf" and not augment.model:
+            raise ValueError(f"backtranslation.augment.model: the backward model's name on the server "
+                             f"(backend {augment.backend}); with backend hf it defaults to the backward base")
+        if augment.backend == "hf" and (augment.server_url or augment.concurrency):
+            raise ValueError("backtranslation.augment: server_url and concurrency go with a server backend; "
+                             "backend hf takes batch_size")
+        if augment.backend != "hf" and (augment.batch_size or augment.load_in_4bit or augment.device):
+            raise ValueError("backtranslation.augment: batch_size, load_in_4bit and device go with backend hf")
+        curate = self.backtranslation.curate
+        if curate.backend == "hf" and (curate.server_url or curate.concurrency):
+            raise ValueError("backtranslation.curate: server_url and concurrency go with a server backend; "
+                             "backend hf takes batch_size")
+        if curate.backend != "hf" and curate.batch_size:
+            raise ValueError("backtranslation.curate.batch_size goes with backend hf")
 
 
 def _suggest(key: str, valid) -> str:

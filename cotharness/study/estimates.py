@@ -5,7 +5,9 @@
   characters, ``TYPICAL_ANSWER_TOKENS`` per answer, priced by ``configs/datagen/prices.yaml``. Unknown
   until the input exists (score and reflect read the output of the stage before them).
 - GPU stages: the committed benchmark figures in ``bench/results/`` (measured on Mistral-7B's shape),
-  scaled by the rows to process; unknown for any other model, or before the rows are known.
+  scaled by the rows (evaluation) or tokens (training: its SFT rows' text, 1 token per 3 characters,
+  times the epochs) to process; unknown for any other model, or before the rows are known. A training
+  also shows the memory estimator's peak where the base model's config can be read.
 Never a number from nowhere: every estimate says its source, or says "unknown" and why.
 """
 
@@ -73,16 +75,59 @@ def gpu_time(stage: Stage) -> str:
     return ""
 
 
+def _train_tokens(cfg: dict) -> tuple[int, str] | None:
+    """The real tokens a training will see: its rows' text at 1 token per 3 characters (the dry run's
+    rule), times the epochs, or the rows ``max_steps`` draws; None until the SFT file exists."""
+    from harness_tasks.data_files import read_rows
+
+    path = Path(cfg["data"]["train_file"])
+    if not path.is_file():
+        return None
+    try:
+        rows = [row for _, row in read_rows(path)]
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by the step, not the estimate
+        return None
+    if not rows:
+        return None
+    per_row = sum(len(v) for row in rows for v in row.values() if isinstance(v, str)) / 3 / len(rows)
+    t = cfg["training"]
+    if (t.get("max_steps") or -1) > 0:
+        drawn = t["max_steps"] * t.get("per_device_train_batch_size", 8) * t.get("gradient_accumulation_steps", 1)
+        return round(per_row * drawn), f"{t['max_steps']} steps of {drawn // t['max_steps']} rows"
+    epochs = t.get("num_train_epochs", 3)
+    return round(per_row * len(rows) * epochs), f"{len(rows)} rows x {epochs:g} epochs"
+
+
+def _train_memory(cfg: dict) -> str:
+    """The memory estimator's peak (trainer/memory.py), where the base model's config can be read."""
+    try:
+        from trainer.config import TrainConfig
+        from trainer.memory import estimate
+
+        return f"; peak ~{estimate(TrainConfig.model_validate(cfg)).total:.0f} GiB per GPU (trainer/memory.py)"
+    except Exception:  # noqa: BLE001 - a hub model not cached here: no shape to estimate from
+        return ""
+
+
 def _train_time(stage: Stage) -> str:
     cfg = stage.config
+    memory = _train_memory(cfg)
     if BENCH_MODEL not in str(cfg["model"]["base_model"]):
-        return f"unknown: no benchmark of {cfg['model']['base_model']}"
+        return f"unknown: no benchmark of {cfg['model']['base_model']}{memory}"
     bench = _bench("train_throughput.json")
     if not bench:
-        return "unknown: no bench/results/train_throughput.json"
+        return "unknown: no bench/results/train_throughput.json" + memory
     rate = bench["project"]["real_tokens_per_s_median"]
-    return (f"unknown: {rate:,} real tokens/s on {bench['device']} for {bench['project']['config']} "
-            "(bench/results/train_throughput.json); the tokens are known once the SFT files are tokenised")
+    source = f"{rate:,} real tokens/s on {bench['device']} (bench/results/train_throughput.json)"
+    counted = _train_tokens(cfg)
+    if counted is None:
+        return f"unknown until {cfg['data']['train_file']} exists; {source}{memory}"
+    tokens, how = counted
+    seconds = tokens / rate
+    shown = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min" if seconds >= 60 \
+        else f"{seconds:.0f} s"
+    return (f"~{shown} for ~{tokens:,} tokens ({how}; 1 token per 3 characters) at {source}; "
+            f"training steps only, evaluations during training not counted{memory}")
 
 
 def _eval_time(stage: Stage) -> str:

@@ -13,14 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cotharness.study.config import StudyConfig, StudyError, _suggest, project_file
+from cotharness.study.sweep import nested
 from cotharness.study.sweep import runs as training_runs
 from harness_tasks.yaml_files import merge
 
-KINDS = ("tiny_base", "synthetic", "thoughts", "score", "reflect", "teacher_test", "prepare", "train", "eval", "compare")
+KINDS = ("tiny_base", "synthetic", "thoughts", "score", "reflect", "teacher_test", "prepare", "train", "eval", "compare",
+         "inverse", "augment", "curate")
 # prepare's folder per ablation (datagen/teacher/prepare.py ABLATIONS)
 PREPARE_FOLDERS = {"correct": "correct_only", "reflected": "correct_reflected", "all": "all"}
 TRAIN_OUTPUTS = ("run.json", "adapter_model.safetensors")  # trainer/train.py RUN_FILE, ADAPTER_FILES
 SPLITS = ("train", "dev", "test")
+BACKWARD_RUN = "backward"  # the backward model's training: train/backward, runs/backward/
+# a backtranslation study's forward training config and evaluation unless the study names others
+SELF_INSTRUCT_CONFIG = "configs/train/self_instruct.yaml"
+JUDGED_TASK = "instruct_judged"
 
 
 @dataclass
@@ -118,8 +124,17 @@ def build(study: StudyConfig, root: Path | str = "studies", path: Path | str = "
                               out("datagen", "teacher_test.jsonl"), study.evaluation.limit))
 
     # the SFT files of each ablation: prepare's, or given
-    base_config = project_file(study.training.base)
-    if study.data.synthetic is not None:
+    backtranslating = study.backtranslation is not None
+    if backtranslating and "base" not in study.training.model_fields_set:
+        base_config = project_file(SELF_INSTRUCT_CONFIG)
+    else:
+        base_config = project_file(study.training.base)
+    if backtranslating:
+        made = _backtranslation_stages(study, out, path)
+        stages += made
+        curate, augment = made[-1], made[-2]
+        sft = {"curated": (curate.outputs[0], None, "curate"), "augmented": (augment.outputs[2], None, "augment")}
+    elif study.data.synthetic is not None:
         sft = {"synthetic": (splits["train"], splits["dev"], "synthetic")}
     elif study.data.sft is not None:
         sft = {a: (study.data.sft[a].train, study.data.sft[a].dev, None) for a in study.ablations}
@@ -151,8 +166,9 @@ def build(study: StudyConfig, root: Path | str = "studies", path: Path | str = "
             cfg = load_config(base_config, merge(run.overrides, owned))
         except ConfigError as err:
             raise StudyError(f"{path}: training (run {run.name}): {err}") from None
-        inputs = {"train_file": train_file, "eval_file": eval_file}
-        produced = {"train_file": producer, "eval_file": producer} if producer else {}
+        # a forward training without an eval file (self_instruct.yaml) has no such input
+        inputs = {k: v for k, v in (("train_file", train_file), ("eval_file", eval_file)) if v is not None}
+        produced = dict.fromkeys(inputs, producer) if producer else {}
         if tiny_base:
             inputs["base_model"], produced["base_model"] = tiny_base, "tiny_base"
         stage = Stage(f"train/{run.name}", "train", cfg.model_dump(mode="json"), inputs, produced,
@@ -162,7 +178,7 @@ def build(study: StudyConfig, root: Path | str = "studies", path: Path | str = "
 
     # the evaluation matrix: base, baselines, every adapter (the teacher's row is teacher_test's output)
     ev = study.evaluation
-    tasks = ev.tasks or [study.task]
+    tasks = ev.tasks or ([JUDGED_TASK] if backtranslating else [study.task])
     default_base = next(iter(trained.values()))[1] if trained else None
     models: dict[str, tuple[str, str | None, str | None]] = {"base": (ev.base or default_base, None, None)}
     for name, model in ev.baselines.items():
@@ -182,7 +198,7 @@ def build(study: StudyConfig, root: Path | str = "studies", path: Path | str = "
         config = {"name": name, "model": "hf", "pretrained": pretrained, "peft": peft, "tasks": tasks,
                   "model_args": dict(ev.model_args), "gen_kwargs": dict(ev.gen_kwargs), "limit": ev.limit,
                   "batch_size": ev.batch_size, "device": ev.device, "test_file": test_file,
-                  "output_path": out("eval", name)}
+                  "output_path": out("eval", name), **({"metadata": dict(ev.metadata)} if ev.metadata else {})}
         inputs = {"test_file": test_file, **({"adapter": peft} if peft else {})}
         produced = {**({"adapter": producer} if producer else {}), **({"test_file": test_producer} if test_producer else {})}
         if tiny_base and pretrained == tiny_base:
@@ -210,6 +226,77 @@ def build(study: StudyConfig, root: Path | str = "studies", path: Path | str = "
                         {r: producers[r] for r in ordered}, [out("compare", "summary.md"), out("compare", "summary.json")]))
     _check_order(stages)
     return stages
+
+
+def _backtranslation_stages(study: StudyConfig, out, path) -> list[Stage]:
+    """inverse -> train/backward -> augment -> curate: the seed pairs as backward training rows, the backward
+    model, its instruction for every unlabelled response, the judge's scores (``curated`` keeps the pairs
+    rated >= threshold; augment also writes every pair that got an instruction: ``augmented``)."""
+    from datagen.backtranslate import settings as backtranslate_settings
+    from datagen.backtranslate.curate import scores_path
+    from harness_tasks.data_files import DataFileError
+    from trainer.config import ConfigError, load_config
+
+    bt = study.backtranslation
+    folder = out("backtranslate")
+    inverse = Stage("inverse", "inverse", {"input": bt.seed_pairs, "out": out("backtranslate", "backward"),
+                                           "instruction_column": "instruction", "response_column": "response",
+                                           "dev_fraction": bt.dev_fraction, "seed": bt.seed},
+                    {"seed_pairs": bt.seed_pairs}, {},
+                    [out("backtranslate", "backward", f) for f in ("train.jsonl", "dev.jsonl", "manifest.json")],
+                    _task_templates(["backward"]))
+    run_dir = out("runs", BACKWARD_RUN)
+    owned = {"output_dir": run_dir, "data": {"task": "backward", "train_file": inverse.outputs[0],
+                                             "eval_file": inverse.outputs[1]}}
+    overrides = merge(nested(study.training.set, "training.set"), nested(bt.backward_set, "backtranslation.backward_set"))
+    try:
+        cfg = load_config(project_file(bt.backward), merge(overrides, owned))
+    except ConfigError as err:
+        raise StudyError(f"{path}: backtranslation.backward (run {BACKWARD_RUN}): {err}") from None
+    backward = Stage(f"train/{BACKWARD_RUN}", "train", cfg.model_dump(mode="json"),
+                     {"train_file": inverse.outputs[0], "eval_file": inverse.outputs[1]},
+                     {"train_file": "inverse", "eval_file": "inverse"},
+                     [str(Path(run_dir, f)) for f in TRAIN_OUTPUTS], _task_templates(["backward"]))
+
+    a, c = bt.augment, bt.curate
+    try:  # every value the step will use, so that a changed settings file changes the identity
+        sampling = backtranslate_settings.load(None, "augment", {k: getattr(a, k) for k in (
+            "temperature", "top_p", "max_tokens", "seed", "max_reprompts", "batch_size", "concurrency")})[0]
+        judging = backtranslate_settings.load(None, "curate", {k: getattr(c, k) for k in (
+            "model", "threshold", "temperature", "max_tokens", "max_reprompts", "batch_size", "concurrency")})[0]
+    except DataFileError as err:
+        raise StudyError(f"{path}: backtranslation: {err}") from None
+    local = a.backend == "hf"
+    pairs = out("backtranslate", "pairs.jsonl")
+    config = {"input": bt.responses, "out": pairs, "usable_out": out("backtranslate", "augmented.jsonl"),
+              "model": a.model or (cfg.model.base_model if local else None), "backend": a.backend,
+              "server_url": a.server_url, "adapter": run_dir if local else None, "load_in_4bit": a.load_in_4bit,
+              "device": a.device, "limit": a.limit, "max_cost": a.max_cost,
+              "batch_size": sampling.batch_size if local else None,
+              "concurrency": None if local else sampling.concurrency,
+              "settings": {k: getattr(sampling, k) for k in ("temperature", "top_p", "max_tokens", "seed",
+                                                               "max_reprompts")}}
+    inputs, produced = {"responses": bt.responses}, {}
+    if local:  # the adapter the backward training writes; a served backward model is the server's business
+        inputs["adapter"], produced["adapter"] = run_dir, backward.id
+    augment = Stage("augment", "augment", config, inputs, produced,
+                    [pairs, str(Path(folder, "pairs.manifest.json")), config["usable_out"]],
+                    _task_templates(["backward"]))
+
+    curated = out("backtranslate", "curated.jsonl")
+    scores = scores_path(curated)
+    local = c.backend == "hf"
+    config = {"input": pairs, "out": curated, "backend": c.backend, "server_url": c.server_url,
+              "max_cost": c.max_cost, "batch_size": judging.batch_size if local else None,
+              "concurrency": None if local else judging.concurrency,
+              "settings": {k: getattr(judging, k) for k in ("model", "threshold", "temperature", "max_tokens",
+                                                              "max_reprompts")}}
+    # outputs[1] is the pipeline's manifest (requests, tokens, cost), as for every datagen stage
+    curate = Stage("curate", "curate", config, {"pairs": pairs}, {"pairs": "augment"},
+                   [curated, str(scores.with_name(scores.name.removesuffix(".jsonl") + ".manifest.json")),
+                    str(scores), str(Path(folder, "curated.manifest.json"))],
+                   ("rate_pair_system", "rate_pair_user"))
+    return [inverse, backward, augment, curate]
 
 
 def _check_order(stages: list[Stage]) -> None:

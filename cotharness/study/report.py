@@ -205,6 +205,8 @@ def _count_lines(path: str) -> int | None:
 def _data(s: _Study) -> list[str]:
     lines = ["## What each ablation's data kept", ""]
     prepare, synthetic = s.of("prepare"), s.of("synthetic")
+    if s.of("curate"):
+        return [*lines, *_backtranslated(s)]
     if synthetic:
         files = synthetic[0].outputs
         counts = [_count_lines(f) if s.recorded(synthetic[0]) else None for f in files[:3]]
@@ -239,6 +241,35 @@ def _data(s: _Study) -> list[str]:
         left = ", ".join(f"{k} {v}" for k, v in left.items()) if isinstance(left, dict) else (left or "-")
         body.append([name, a.get("rows", "-"), a.get("train", "-"), a.get("dev", "-"), sources, left or "-"])
     return [*lines, *_table(["ablation", "rows", "train", "dev", "sources", "left out"], body)]
+
+
+def _backtranslated(s: _Study) -> list[str]:
+    """A backtranslation study's data: no teacher accuracy or prepare; what inverse, augment and curate kept."""
+    inverse, augment, curate = s.of("inverse")[0], s.of("augment")[0], s.of("curate")[0]
+    lines = ["The study made its data by instruction backtranslation (no teacher, no prepare): the seed pairs "
+             "trained the backward model, which wrote an instruction per unlabelled response; a judge rated "
+             "each pair 1-5.", ""]
+    inv = _read(inverse.outputs[2]) if s.recorded(inverse) else None
+    if inv:
+        out = inv.get("output") or {}
+        lines += [f"inverse: {inv.get('input', {}).get('rows', '-')} seed rows read, "
+                  f"{len(inv.get('duplicates_left_out') or [])} repeats left out; backward train "
+                  f"{(out.get('train') or {}).get('rows', '-')}, dev {(out.get('dev') or {}).get('rows', '-')}.", ""]
+    else:
+        lines += [f"inverse is {NOT_RUN}.", ""]
+    cur = _read(curate.outputs[3]) if s.recorded(curate) else None
+    if cur is None:
+        return [*lines, f"curate is {NOT_RUN}.", ""]
+    pairs = cur.get("pairs") or {}
+    dist = ", ".join(f"{k}: {v}" for k, v in (cur.get("distribution") or {}).items())
+    lines += [*s.caveat(curate), f"curate (`{Path(curate.outputs[3]).name}`): {pairs.get('input', '-')} augmented "
+              f"pairs, {pairs.get('not_judged_augment_failed', '-')} without an instruction (augment failed); "
+              f"scores {dist}.", ""]
+    rows = {"curated": [pairs.get("kept", "-"), f"score >= {cur.get('threshold', '-')}"],
+            "augmented": [_count_lines(augment.outputs[2]) if s.recorded(augment) else NOT_RUN,
+                          "every pair with an instruction, not judged"]}
+    body = [[a, *rows[a]] for a in s.study.ablations if a in rows]
+    return [*lines, *_table(["ablation", "train rows", "kept"], body)]
 
 
 # --- 4: training --------------------------------------------------------------------------------------
@@ -333,7 +364,7 @@ def _costs(s: _Study) -> list[str]:
     lines = ["## Costs", ""]
     api, total_cost = [], 0.0
     for stage in s.stages:
-        if stage.kind not in ("thoughts", "score", "reflect", "teacher_test"):
+        if stage.kind not in ("thoughts", "score", "reflect", "teacher_test", "augment", "curate"):
             continue
         manifest = _read(stage.outputs[1])
         if manifest is None:
@@ -347,14 +378,15 @@ def _costs(s: _Study) -> list[str]:
                     sum(r.get("tokens_in") or 0 for r in runs), sum(r.get("tokens_out") or 0 for r in runs),
                     f"{sum(r.get('wall_seconds') or 0 for r in runs):.0f} s over {len(runs)} invocation(s)"])
     if api:
-        lines += ["API spend per teacher stage, summed over its invocations (the stage's `.manifest.json`):", "",
+        lines += ["API spend per datagen stage, summed over its invocations (the stage's `.manifest.json`):", "",
                   *_table(["stage", "model", "dollars", "tokens in", "tokens out", "wall"], api),
                   f"API total: ${total_cost:.4f} (stages not run count nothing).", ""]
     else:
         lines += ["No teacher stage: no API spend.", ""]
     compute, total = [], 0.0
     for stage in s.stages:
-        if stage.kind not in ("tiny_base", "synthetic", "train", "eval", "prepare", "compare"):
+        local = stage.kind in ("augment", "curate") and stage.config["backend"] == "hf"
+        if stage.kind not in ("tiny_base", "synthetic", "train", "eval", "prepare", "compare", "inverse") and not local:
             continue
         rec = s.state.get(stage.id) or {}
         seconds, source = rec.get("seconds"), "state.json (the stage's wall time)"
@@ -383,8 +415,10 @@ def _versions(s: _Study) -> list[list]:
     """One row per recorded output that names its package versions and commit."""
     sources: list[tuple[str, dict | None]] = []
     for stage in s.stages:
-        if stage.kind in ("thoughts", "score", "reflect", "teacher_test"):
+        if stage.kind in ("thoughts", "score", "reflect", "teacher_test", "augment", "curate"):
             sources.append((stage.id, _read(stage.outputs[1])))
+        elif stage.kind == "inverse":
+            sources.append((stage.id, _read(stage.outputs[2])))
         elif stage.kind == "prepare":
             sources.append((stage.id, _read(Path(stage.config["out"]) / "manifest.json")))
         elif stage.kind == "train":

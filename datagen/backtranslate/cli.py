@@ -22,8 +22,6 @@ import typer
 
 from datagen.engine.cli_checks import (
     UsageError,
-    api_key_for,
-    backend_settings,
     finish,
     one_line,
 )
@@ -60,12 +58,6 @@ Temperature = Annotated[float | None, typer.Option(min=0, max=2, help=f"Sampling
 MaxTokens = Annotated[int | None, typer.Option(min=1, help=f"Most tokens per answer ({FromConfig}).")]
 Reprompts = Annotated[int | None, typer.Option(min=0, help=f"Re-asks after an unusable answer ({FromConfig}).")]
 FromSettings = f"({FromConfig})"
-
-
-def _options(concurrency: int, max_reprompts: int, **kw):
-    from datagen.engine.runner import Options
-
-    return Options(concurrency=concurrency, max_reprompts=max_reprompts, **kw)
 
 
 @app.command()
@@ -116,9 +108,8 @@ def augment(
     """The backward model writes the instruction each unlabelled response answers.
 
     Resumable; an empty or echoed instruction is asked again, then recorded as failed."""
-    from datagen.backtranslate import settings as backtranslate_settings
-    from datagen.backtranslate.augment import augment_stage, read_responses
-    from datagen.engine.pipeline import StageRun, run
+    from datagen.backtranslate.steps import AugmentRun
+    from datagen.backtranslate.steps import augment as run_augment
 
     with one_line():
         if local_model is not None:
@@ -130,31 +121,18 @@ def augment(
         if model is None:
             raise UsageError("--model is required: the backward model's name on the server or API, or with "
                              "--backend hf its local directory")
-        s, record = backtranslate_settings.load(config, "augment", dict(
-            temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, batch_size=batch_size,
-            concurrency=concurrency, max_reprompts=max_reprompts))
-        local = backend == "hf"
-        # A model fine-tuned by `cotharness train` saw the project's instruction wrapper, not a chat template
-        in_flight, backend_args = backend_settings(
-            backend, model, server_url, concurrency=concurrency, batch_size=batch_size, adapter=adapter,
-            load_in_4bit=load_in_4bit, device=device, poll_interval=poll_interval,
-            use_chat_template=False if local else None, default_concurrency=s.concurrency,
-            default_batch_size=s.batch_size)
-        api_key_for(backend, server_url, dry_run)
-        loaded = read_responses(input, response_column)
-        if loaded.duplicates:
-            typer.echo(f"{input}: left out {len(loaded.duplicates)} repeated response(s), e.g. line "
-                       f"{loaded.duplicates[0][0]} repeats line {loaded.duplicates[0][1]}", err=True)
-        cfg = StageRun(
-            stage="augment", input=input, out=out, model=model, backend=backend, task="backward",
-            server_url=server_url, limit=limit, dry_run=dry_run, temperature=s.temperature, top_p=s.top_p,
-            max_tokens=s.max_tokens, seed=s.seed, response_format="none", timeout=timeout, prices=prices,
-            backend_args=backend_args,
-            options=_options(in_flight, s.max_reprompts, rpm=rpm, tpm=tpm, max_retries=max_retries,
-                             max_cost=max_cost, retry_failed=retry_failed, redo_changed=redo_changed),
-            extra={"settings": record, "input_duplicates_left_out": [
-                {"line": line, "first_on_line": first} for line, first in loaded.duplicates]})
-        tally = run(cfg, stage=augment_stage(), rows=loaded.rows)
+        result = run_augment(AugmentRun(
+            input=input, out=out, model=model, backend=backend, server_url=server_url, adapter=adapter,
+            load_in_4bit=load_in_4bit, device=device, batch_size=batch_size, concurrency=concurrency,
+            settings=dict(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+                          max_reprompts=max_reprompts),
+            config=config, limit=limit, response_column=response_column, dry_run=dry_run, timeout=timeout,
+            rpm=rpm, tpm=tpm, max_retries=max_retries, max_cost=max_cost, retry_failed=retry_failed,
+            redo_changed=redo_changed, prices=prices, poll_interval=poll_interval))
+        if result.duplicates:
+            typer.echo(f"{input}: left out {len(result.duplicates)} repeated response(s), e.g. line "
+                       f"{result.duplicates[0][0]} repeats line {result.duplicates[0][1]}", err=True)
+        tally = result.tally
     if not dry_run:
         finish(tally)
 
@@ -180,37 +158,22 @@ def curate(
 
     The rubric is prompts/rate_pair_system.j2; every score and the judge's reasoning are saved beside the
     output (resumable; a rerun with another --threshold asks the judge nothing)."""
-    from datagen.backtranslate import settings as backtranslate_settings
-    from datagen.backtranslate.curate import curate_stage, read_pairs, scores_path, write_curated
-    from datagen.engine.backends import endpoint
-    from datagen.engine.pipeline import StageRun, run
-    from harness_tasks.secrets import redact
+    from datagen.backtranslate.curate import scores_path
+    from datagen.backtranslate.steps import CurateRun
+    from datagen.backtranslate.steps import curate as run_curate
 
     with one_line():
-        if out.suffix != ".jsonl":
-            raise UsageError(f"--out {out}: the output is JSONL; name it *.jsonl")
-        s, record = backtranslate_settings.load(config, "curate", dict(
-            model=model, threshold=threshold, temperature=temperature, max_tokens=max_tokens,
-            concurrency=concurrency, batch_size=batch_size, max_reprompts=max_reprompts))
-        in_flight, backend_args = backend_settings(
-            backend, s.model, server_url, concurrency=concurrency, batch_size=batch_size, adapter=adapter,
-            load_in_4bit=load_in_4bit, device=device, poll_interval=poll_interval,
-            default_concurrency=s.concurrency, default_batch_size=s.batch_size)
-        api_key_for(backend, server_url, dry_run)
-        rows = read_pairs(input)[:limit]
-        cfg = StageRun(
-            stage="curate", input=input, out=scores_path(out), model=s.model, backend=backend, task="instruct",
-            server_url=server_url, dry_run=dry_run, temperature=s.temperature, max_tokens=s.max_tokens, seed=seed,
-            response_format="none", timeout=timeout, prices=prices, backend_args=backend_args,
-            options=_options(in_flight, s.max_reprompts, rpm=rpm, tpm=tpm, max_retries=max_retries,
-                             max_cost=max_cost, retry_failed=retry_failed, redo_changed=redo_changed),
-            extra={"settings": record})
-        tally = run(cfg, stage=curate_stage(), rows=rows)
+        done = run_curate(CurateRun(
+            input=input, out=out, backend=backend, server_url=server_url,
+            settings=dict(model=model, threshold=threshold, temperature=temperature, max_tokens=max_tokens,
+                          max_reprompts=max_reprompts),
+            config=config, seed=seed, concurrency=concurrency, batch_size=batch_size, limit=limit,
+            dry_run=dry_run, timeout=timeout, rpm=rpm, tpm=tpm, max_retries=max_retries, max_cost=max_cost,
+            retry_failed=retry_failed, redo_changed=redo_changed, prices=prices, adapter=adapter,
+            load_in_4bit=load_in_4bit, device=device, poll_interval=poll_interval))
         if dry_run:
             return
-        judge = {"model": s.model, "backend": backend,
-                 "endpoint": redact(endpoint(backend, s.model, server_url, backend_args))}
-        result = write_curated(out, rows, s.threshold, judge, input)
+        tally, s, result = done.tally, done.settings, done.filtered
     counts = ", ".join(f"{k}: {v}" for k, v in result.counts.items())
     typer.echo(f"scores of {result.judged} judged pairs: {counts}")
     typer.echo(f"kept {result.kept} of {result.judged} (score >= {s.threshold}) -> {out}; every score and "

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from harness_tasks.errors import UserError
+
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -58,8 +60,9 @@ class BackendError(Exception):
         self.retryable, self.status, self.retry_after = retryable, status, retry_after
 
 
-class FatalBackendError(Exception):
-    """No request can succeed (bad key, unknown model, unreachable server): the run stops, rows are kept."""
+class FatalBackendError(UserError):
+    """No request can succeed (bad key, unknown model, unreachable server): the run stops, rows are kept.
+    A UserError: whoever runs the stage (a datagen command, a study) says it in one line."""
 
 
 class Backend(Protocol):
