@@ -2,9 +2,11 @@
 
 Arms (all the real lm-eval path: ``lm_eval.simple_evaluate`` with this project's tasks and its ``hf-cot``
 model, which is what ``cotharness eval`` and ``lm_eval --model hf-cot`` run):
-- ``baseline``: the seed recipe, 4-bit NF4 base, the r16 adapter unmerged, batches of 32;
+- ``baseline``: the seed recipe, 4-bit NF4 base (bitsandbytes' 4-bit kernels: ``dequantize=False``), the r16
+  adapter unmerged, batches of 32;
 - ``project_bf16``: the project's defaults on a bf16 base: adapter merged, ``batch_size=auto``;
-- ``project_4bit``: the project's defaults on a 4-bit base: adapter unmerged, ``batch_size=auto``.
+- ``project_4bit``: the project's defaults on a 4-bit base: the NF4 weights dequantized once to bf16, the
+  adapter merged into them, ``batch_size=auto``.
 A random model never stops by itself, and the answer must be as long for every arm: every answer is
 forced to 200 tokens (``--gen_kwargs max_gen_toks=200,min_new_tokens=200``: end-of-sequence is
 forbidden before 200 and generation ends at 200; a sequence that writes a stop string by chance is cut
@@ -50,12 +52,13 @@ N_PROMPTS = 1977
 NEW_TOKENS = 200
 GEN_KWARGS = f"max_gen_toks={NEW_TOKENS},min_new_tokens={NEW_TOKENS}"
 ARMS = {
-    "baseline": {"model_args": {"load_in_4bit": True}, "batch_size": 32, "subset": 64,
+    "baseline": {"model_args": {"load_in_4bit": True, "dequantize": False}, "batch_size": 32, "subset": 64,
                  "recipe": "seed: hf backend, 4-bit NF4 (double quant, bf16 compute), adapter unmerged, batch 32"},
     "project_bf16": {"model_args": {"dtype": "bfloat16"}, "batch_size": "auto", "subset": None,
                      "recipe": "project default on a bf16 base: adapter merged (merge_peft), batch_size=auto"},
-    "project_4bit": {"model_args": {"load_in_4bit": True}, "batch_size": "auto", "subset": 256,
-                     "recipe": "project default on a 4-bit base: adapter unmerged, batch_size=auto"},
+    "project_4bit": {"model_args": {"load_in_4bit": True}, "batch_size": "auto", "subset": None,
+                     "recipe": "project default on a 4-bit base: NF4 weights dequantized once to bf16 (the values "
+                               "the 4-bit matmul uses), adapter merged, batch_size=auto"},
 }
 
 

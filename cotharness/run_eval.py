@@ -16,6 +16,7 @@ Differences from plain ``lm_eval`` (everything else is passed through untouched)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -100,8 +101,10 @@ def main(argv: list[str]) -> int:
     if args.output_path:
         args.log_samples = True
     before = _samples(args.output_path)
+    ours = bool(args.tasks) and eval_inputs.all_ours([args.tasks] if isinstance(args.tasks, str) else args.tasks)
     try:
-        cli.execute(args)
+        with eval_inputs.without_lm_evals_own_tasks() if ours else contextlib.nullcontext():
+            cli.execute(args)
     except JudgeError as err:
         raise eval_inputs.EvalInputError(str(err)) from None
     if os.environ.get("RANK", "0") != "0":

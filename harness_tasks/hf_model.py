@@ -4,8 +4,14 @@
   forwards them straight to ``from_pretrained``, which no longer accepts them, so they become a
   ``BitsAndBytesConfig`` (NF4 + double quantisation + bf16 compute by default: the QLoRA recipe).
 - ``peft=`` adapters are merged into an unquantized base (``merge_peft``, default on): generation then
-  runs the base's kernels alone instead of four extra LoRA matmuls per layer and step. On a 4-bit base
-  the adapter stays separate (merging would round it into NF4).
+  runs the base's kernels alone instead of four extra LoRA matmuls per layer and step.
+- ``load_in_4bit``: the NF4 weights are dequantized once to the compute dtype (``dequantize``, default
+  ``auto``: when the copy fits in memory) and the adapter merged into them. The values are those the 4-bit
+  matmul computes with (bitsandbytes dequantizes each weight to bf16 before its matmul), without paying
+  the dequantization at every step of every layer: 4-bit evaluation at bf16 speed. ``dequantize=False``
+  keeps the true 4-bit path (its memory; the adapter then stays separate, merging would round it into NF4).
+- stop strings are checked on each new token's text (``stop_tokens``), not by re-decoding every row at
+  every step, and rows finish one by one; the answers are cut at the stop strings by lm-eval as before.
 - ``batch_size=auto`` sizes generation batches from the prompts' lengths, ``max_gen_toks`` and free
   memory (``gen_memory``) instead of lm-eval's probe at the full context length, and halves the batch
   if it still runs out of memory (the longest prompts come first, so that happens at once).
@@ -42,8 +48,10 @@ class QuantizedHFLM(HFLM):
         self.generation_cap = max_batch_size or MAX_BATCH
         super().__init__(*args, max_batch_size=max_batch_size or 64, **kwargs)
 
-    def _create_model(self, pretrained, *args, quantization_config=None, merge_peft=None, **kwargs):
+    def _create_model(self, pretrained, *args, quantization_config=None, merge_peft=None, dequantize="auto",
+                      **kwargs):
         quant = {k: kwargs.pop(k) for k in QUANT_ARGS if k in kwargs}
+        dequantize = _flag("dequantize", dequantize)
         if quant.get("load_in_4bit") or quant.get("load_in_8bit"):
             if quantization_config is not None:
                 raise ModelArgsError(f"{pretrained} is already quantized ({quantization_config.quant_method}); "
@@ -53,8 +61,34 @@ class QuantizedHFLM(HFLM):
             quantization_config = bnb_config(**quant)
         elif quant:
             raise ModelArgsError(f"{sorted(quant)} given without load_in_4bit=True or load_in_8bit=True")
+        if dequantize is True and not quant.get("load_in_4bit"):
+            raise ModelArgsError("dequantize=True applies to load_in_4bit=True only")
+        adapter = kwargs.get("peft")
+        four_bit = bool(quant.get("load_in_4bit")) and dequantize is not False
+        if four_bit:  # the adapter goes on after the weights are dequantized
+            kwargs["peft"] = None
         super()._create_model(pretrained, *args, quantization_config=quantization_config, **kwargs)
-        self._merge_adapter(merge_peft, kwargs.get("peft"))
+        if four_bit:
+            self._dequantize(dequantize, quantization_config)
+            if adapter:
+                from peft import PeftModel
+
+                self._model = PeftModel.from_pretrained(self._model, adapter, revision=kwargs.get("revision", "main"))
+        self._merge_adapter(merge_peft, adapter)
+
+    def _dequantize(self, dequantize, quantization_config) -> None:
+        """NF4 -> the dtype of the model's other weights (the compute dtype, bf16, for a bf16 checkpoint),
+        once, where it fits (``auto``) or when asked (True)."""
+        dtype = self._model.get_input_embeddings().weight.dtype
+        need = dequantized_bytes(self._model, dtype)
+        free = free_bytes(self.device)
+        if dequantize == "auto" and free is not None and need > DEQUANTIZE_SHARE * free:
+            log.warning("load_in_4bit: keeping the 4-bit weights (a %s copy needs %.1f GiB, %.1f GiB free); "
+                        "generation runs bitsandbytes' 4-bit kernels", dtype, need / 2**30, free / 2**30)
+            return
+        self._model = self._model.dequantize(dtype=dtype)
+        log.info("load_in_4bit: NF4 weights dequantized once to %s (%.1f GiB; dequantize=False keeps 4-bit)",
+                 dtype, need / 2**30)
 
     def _merge_adapter(self, merge_peft, adapter) -> None:
         from peft import PeftModel
@@ -68,6 +102,23 @@ class QuantizedHFLM(HFLM):
             return
         self._model = self._model.merge_and_unload()
         log.info("merged the adapter %s into the base for generation (merge_peft=False keeps it separate)", adapter)
+
+    def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs) -> torch.Tensor:
+        """lm-eval's own ``_model_generate`` (0.4.13) with ``stop_tokens``' criteria in place of its
+        ``stop_sequences_criteria``."""
+        from harness_tasks.stop_tokens import token_stop_criteria
+
+        generation_kwargs["temperature"] = generation_kwargs.get("temperature", 0.0)
+        do_sample = generation_kwargs.get("do_sample")
+        if (temp := generation_kwargs.get("temperature")) == 0.0 and do_sample is None:
+            generation_kwargs["do_sample"] = do_sample = False
+        if do_sample is False and temp == 0.0:
+            generation_kwargs.pop("temperature", None)
+        stopping = token_stop_criteria(self.tokenizer, stop, context.shape[1], context.shape[0])
+        with torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
+                            enabled=self.mixed_precision_dtype is not None):
+            return self.model.generate(input_ids=context, max_length=max_length, stopping_criteria=stopping,
+                                       pad_token_id=self.tokenizer.pad_token_id, use_cache=True, **generation_kwargs)
 
     def generate_until(self, requests, disable_tqdm: bool = False):
         if self.batch_size_per_gpu != "auto" or self.batch_schedule != 1 or not requests:
@@ -95,6 +146,31 @@ class QuantizedHFLM(HFLM):
         log.info("batch_size=auto: %d sequences per generation batch (longest prompt %d tokens + %d new)",
                  size, prompt, new)
         return size
+
+
+DEQUANTIZE_SHARE = 0.5  # the copy may take half the free memory: the rest is the generation batches' KV cache
+
+
+def dequantized_bytes(model, dtype) -> int:
+    """What the 4-bit linear weights take once dequantized to ``dtype`` (other weights are already in it)."""
+    import bitsandbytes as bnb
+
+    size = torch.finfo(dtype).bits // 8
+    return sum(m.in_features * m.out_features * size for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
+
+
+def _flag(name: str, value):
+    """``auto``, True or False from --model_args (a string there: ``dequantize=false``)."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered == "auto":
+            return "auto"
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ModelArgsError(f"{name}={value!r}: give auto, true or false")
+    return bool(value)
 
 
 if NAME not in model_registry:

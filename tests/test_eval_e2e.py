@@ -78,7 +78,7 @@ def test_cotharness_eval_4bit_with_peft(tiny_model, lora_adapter, tmp_path):
 
 
 def test_quantized_hflm_loads_4bit_and_adapter(tiny_model, lora_adapter):
-    """What `load_in_4bit=True,peft=...` builds: NF4 Linear4bit layers under an unmerged LoRA."""
+    """What `load_in_4bit=True,peft=...,dequantize=False` builds: NF4 Linear4bit layers under an unmerged LoRA."""
     import bitsandbytes as bnb
     import torch
     from peft import PeftModel
@@ -86,15 +86,64 @@ def test_quantized_hflm_loads_4bit_and_adapter(tiny_model, lora_adapter):
     from harness_tasks.hf_model import QuantizedHFLM
 
     lm = QuantizedHFLM(pretrained=str(tiny_model), peft=str(lora_adapter), load_in_4bit=True, device="cpu",
-                       bnb_4bit_compute_dtype="float32")
+                       bnb_4bit_compute_dtype="float32", dequantize=False)
     assert isinstance(lm.model, PeftModel)
     linear4 = [m for m in lm.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert linear4 and all(m.weight.quant_type == "nf4" for m in linear4)
     base = QuantizedHFLM(pretrained=str(tiny_model), load_in_4bit=True, device="cpu",
-                         bnb_4bit_compute_dtype="float32")
+                         bnb_4bit_compute_dtype="float32", dequantize=False)
     ids = torch.tensor([[1, 4, 50, 60, 70, 5]])
     with torch.no_grad():
         assert not torch.allclose(lm.model(ids).logits, base.model(ids).logits)  # the adapter is applied
+
+
+def test_4bit_is_dequantized_once_and_computes_what_the_4bit_path_computes(tiny_model, lora_adapter):
+    """load_in_4bit (dequantize=auto): the NF4 weights become plain linear weights of bitsandbytes' own
+    dequantized values, the adapter merged into them. The merged model computes what the dequantized base
+    with the adapter beside it computes; against the true 4-bit path the logits agree to bfloat16 rounding
+    here (bitsandbytes' CPU kernel casts activations and scales to bfloat16; its CUDA path dequantizes to
+    the compute dtype and runs the same matmul: bench/results/eval_throughput.json measures agreement)."""
+    import bitsandbytes as bnb
+    import torch
+    from peft import PeftModel
+
+    from harness_tasks.hf_model import QuantizedHFLM
+
+    args = {"pretrained": str(tiny_model), "peft": str(lora_adapter), "load_in_4bit": True, "device": "cpu",
+            "bnb_4bit_compute_dtype": "float32"}
+    fast = QuantizedHFLM(**args)
+    beside = QuantizedHFLM(**args, merge_peft=False)
+    true_4bit = QuantizedHFLM(**args, dequantize=False)
+    assert not isinstance(fast.model, PeftModel) and isinstance(beside.model, PeftModel)  # merged by default
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in fast.model.modules())
+    assert not any("lora" in name for name, _ in fast.model.named_parameters())
+    # the same NF4 values: a layer the adapter leaves alone equals bitsandbytes' own dequantization
+    q4 = true_4bit.model.base_model.model.model.layers[0].mlp.down_proj
+    expected = bnb.functional.dequantize_4bit(q4.weight.data, q4.weight.quant_state)
+    assert torch.equal(fast.model.model.layers[0].mlp.down_proj.weight, expected.to(torch.float32))
+    ids = torch.tensor([[1, 4, 50, 60, 70, 5], [1, 9, 8, 7, 6, 5]])
+    with torch.no_grad():
+        logits = fast.model(ids).logits
+        torch.testing.assert_close(logits, beside.model(ids).logits, rtol=1e-4, atol=1e-4)
+        reference = true_4bit.model(ids).logits
+        torch.testing.assert_close(logits, reference, rtol=0, atol=0.1)
+        assert (logits.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.9
+
+
+def test_4bit_stays_4bit_where_the_copy_does_not_fit(tiny_model, monkeypatch, caplog):
+    import bitsandbytes as bnb
+
+    import harness_tasks.hf_model as hf_model
+
+    monkeypatch.setattr(hf_model, "free_bytes", lambda device: 1024)
+    with caplog.at_level("WARNING", logger="harness_tasks.hf_model"):
+        lm = hf_model.QuantizedHFLM(pretrained=str(tiny_model), load_in_4bit=True, device="cpu")
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in lm.model.modules())
+    assert "keeping the 4-bit weights" in caplog.text
+    with pytest.raises(ValueError, match="dequantize=True applies to load_in_4bit=True only"):
+        hf_model.QuantizedHFLM(pretrained=str(tiny_model), device="cpu", dequantize=True)
+    with pytest.raises(ValueError, match="dequantize='maybe': give auto, true or false"):
+        hf_model.QuantizedHFLM(pretrained=str(tiny_model), load_in_4bit=True, device="cpu", dequantize="maybe")
 
 
 def test_quant_args_without_load_in_4bit_are_refused(tiny_model):
@@ -126,7 +175,7 @@ def test_merge_into_4bit_is_refused(tiny_model, lora_adapter):
 
     with pytest.raises(ValueError, match="merge_peft=True needs an unquantized base"):
         QuantizedHFLM(pretrained=str(tiny_model), peft=str(lora_adapter), load_in_4bit=True, device="cpu",
-                      merge_peft=True)
+                      merge_peft=True, dequantize=False)
 
 
 def test_auto_batch_sizes_generation_from_prompts_and_memory(tiny_model, monkeypatch):

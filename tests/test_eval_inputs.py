@@ -103,3 +103,19 @@ def test_tasks_and_tags_map_to_their_loaders():
     assert {"nli_cot", "nli_direct", "puzzte", "puzzte_3way", "tool_select", "instruct_judged"} <= set(ours)
     assert others == [] and ours["instruct_judged"] is load_judged
     assert {"judge_model", "judge_url", "test_file", "instruction_column"} <= eval_inputs.metadata_keys(load_judged)
+
+
+def test_a_run_of_our_tasks_only_does_not_index_lm_evals_own(monkeypatch):
+    """lm-eval reads its ~14,000 built-in task YAMLs at every start; a run of this project's tasks skips them
+    (and an lm-eval task name still gets the full index)."""
+    import lm_eval.tasks as tasks_module
+
+    from cotharness.eval_inputs import all_ours, without_lm_evals_own_tasks
+    from harness_tasks.tasks import TASKS_DIR
+
+    assert all_ours(["nli_cot,puzzte"]) and not all_ours(["nli_cot,hellaswag"]) and not all_ours([])
+    original = tasks_module.TaskManager
+    with without_lm_evals_own_tasks():
+        names = tasks_module.TaskManager(include_path=[str(TASKS_DIR)]).all_tasks
+    assert "nli_cot" in names and "nli_direct" in names and "hellaswag" not in names
+    assert tasks_module.TaskManager is original

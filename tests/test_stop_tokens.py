@@ -1,0 +1,56 @@
+"""Stop strings checked on each new token's text (harness_tasks/stop_tokens.py, the project's issue 20): the
+answers are exactly lm-eval's (its own stop criteria re-decode every row each step), rows stop one by one,
+and a stop string split across tokens is found."""
+
+import pytest
+import torch
+
+CONTEXTS = [f"Premise: person {i} walks to the market. Hypothesis: someone {'moves' if i % 2 else 'sleeps'}."
+            for i in range(12)]
+
+
+def requests(until, max_gen_toks=24):
+    from lm_eval.api.instance import Instance
+
+    return [Instance(request_type="generate_until", doc={}, idx=i,
+                     arguments=(c, {"until": list(until), "max_gen_toks": max_gen_toks, "do_sample": False}))
+            for i, c in enumerate(CONTEXTS)]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_model):
+    from lm_eval.models.huggingface import HFLM
+
+    from harness_tasks.hf_model import QuantizedHFLM
+
+    class LmEvalStops(QuantizedHFLM):
+        _model_generate = HFLM._model_generate  # lm-eval's own criteria
+
+    args = {"pretrained": str(tiny_model), "device": "cpu", "dtype": "float32", "batch_size": 4}
+    return QuantizedHFLM(**args), LmEvalStops(**args)
+
+
+@pytest.mark.parametrize("until", [["e"], ["}\n", "[INST]"], ["an", "o w"], ["zzzz"]])
+def test_the_answers_are_lm_evals(models, until):
+    ours, theirs = models
+    got, expected = ours.generate_until(requests(until)), theirs.generate_until(requests(until))
+    assert got == expected
+    if until == ["e"]:  # random text writes an "e" soon: the cut happened, so this checks something
+        assert sum(len(s) < 40 for s in got) >= len(got) // 2, got
+
+
+def test_rows_stop_one_by_one_and_a_stop_split_across_tokens_is_found(models):
+    from harness_tasks.stop_tokens import TokenStopCriteria, token_texts
+
+    tok = models[0].tokenizer
+    pieces = token_texts(tok)
+    ids = {text: i for i, text in enumerate(pieces)}
+    first, second = ids["}"], next(i for i, p in enumerate(pieces) if p == "\n")
+    filler = tok.encode("walk", add_special_tokens=False)[0]
+    criteria = TokenStopCriteria(tok, ["}\n"], initial_length=1, batch_size=2)
+    seq = torch.tensor([[filler, first], [filler, filler]])
+    assert criteria(seq, None).tolist() == [False, False]
+    seq = torch.cat([seq, torch.tensor([[second], [filler]])], dim=1)
+    assert criteria(seq, None).tolist() == [True, False]  # "}" then "\n": the first row is done
+    seq = torch.cat([seq, torch.tensor([[filler], [filler]])], dim=1)
+    assert criteria(seq, None).tolist() == [True, False]  # done stays done
