@@ -4,8 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # CPU build from this machine's disk; users with GPUs install their own CUDA torch first.
 TORCH  ?= torch==2.13.0
-# extras of pyproject.toml; GPU machines: EXTRAS=dev,gpu (Liger's Triton kernels for training)
+# extras of pyproject.toml; GPU machines: EXTRAS=dev,gpu (Liger's Triton kernels for training);
+# GGUF export: EXTRAS=dev,gguf (builds llama.cpp from source, docs/install.md)
 EXTRAS ?= dev
+# llama.cpp built for a generic CPU rather than for this one's instructions only: pip caches the wheel it builds,
+# and a wheel built for one CPU's instructions crashes on another
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 

@@ -224,6 +224,9 @@ def _register_subcommands():
 
     app.command("train")(trainer_cli.train)
     app.command("merge")(trainer_cli.merge)
+    export_app = typer.Typer(no_args_is_help=True, help="Export a fine-tuned adapter to run outside Python.")
+    export_app.command("gguf")(trainer_cli.export_gguf)
+    app.add_typer(export_app, name="export")
     app.add_typer(datagen_app, name="datagen")
     app.add_typer(study_app, name="study")
 

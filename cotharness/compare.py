@@ -216,7 +216,7 @@ def label_report(runs: list[Run], task: str, shared: list[int], chosen: list, se
     stats = estimates(docs, chosen, seed)
     schema = schema_for(task)  # label names for display: "entailment" rather than "1"
     display = {str(k): v for k, v in schema.labels.items()} if schema else {}
-    rows, detail, base_correct = [], {"documents": len(shared), "models": {}}, None
+    rows, detail, base_correct, base_pred = [], {"documents": len(shared), "models": {}}, None, None
     base_values = {m.name: stats[runs[0].name, m.name]["value"] for m in chosen}
     for r in runs:
         pairs = [labels_of(docs[r.name][j]) for j in labelled]
@@ -225,6 +225,9 @@ def label_report(runs: list[Run], task: str, shared: list[int], chosen: list, se
         correct = gold == pred
         p_value = None if base_correct is None else mcnemar(base_correct, correct)
         base_correct = correct if base_correct is None else base_correct
+        # the same model in another format (a GGUF beside its HF run) should give the same answers,
+        # right or wrong: accuracy alone can hide answers that changed both ways
+        base_pred = pred if base_pred is None else base_pred
         for m in chosen:
             est = stats[r.name, m.name]
             base_value = None if r is runs[0] else base_values[m.name]
@@ -240,6 +243,7 @@ def label_report(runs: list[Run], task: str, shared: list[int], chosen: list, se
             "per_class": rep["per_class"],
             "confusion": {"labels": rep["confusion"]["predicted"], "matrix": rep["confusion"]["matrix"],
                           "gold_labels": rep["confusion"]["gold"]},
+            "same_answer_as_base": float(np.mean(pred == base_pred)),
             "mean_generated_tokens": mean_generated,
             "generated_tokens_counted_by": tokens_by,
             "wall_seconds": float(r.results.get("total_evaluation_time_seconds") or 0) or None,
@@ -286,15 +290,16 @@ def _label_markdown(task: str, detail: dict, rows: list[dict]) -> list[str]:
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     lines = [f"## {task} ({detail['documents']} documents)", "",
              "Values in %, each the task's own metric (as in the results files); 95% CI in brackets (bootstrap over "
-             "documents); delta vs the first model; McNemar p on accuracy.", "",
-             "| model | " + " | ".join(metrics) + " | Δacc | McNemar p | gen. tokens | wall s |",
-             "|---" * (len(metrics) + 5) + "|"]
+             "documents); delta vs the first model; McNemar p on accuracy; same answer: the share of documents "
+             "whose predicted label is the first model's.", "",
+             "| model | " + " | ".join(metrics) + " | Δacc | McNemar p | same answer | gen. tokens | wall s |",
+             "|---" * (len(metrics) + 6) + "|"]
     for m in models:
         by = {r["metric"]: r for r in rows if r["model"] == m}
         d, acc = detail["models"][m], by.get("acc", {})
         lines.append(f"| {m} | " + " | ".join(ci_cell(by[k]) for k in metrics)
                      + f" | {fmt(acc.get('delta_vs_base'))} | {fmt(acc.get('mcnemar_p'), pct=False)} | "
-                     f"{fmt(d['mean_generated_tokens'], False)} | {fmt(d['wall_seconds'], False)} |")
+                     f"{fmt(d.get('same_answer_as_base'))} | {fmt(d['mean_generated_tokens'], False)} | {fmt(d['wall_seconds'], False)} |")
     if any(r.get("ci_method") == "wilson" for r in rows):
         lines += ["", WILSON_NOTE]
     counted_by = {m: detail["models"][m].get("generated_tokens_counted_by") for m in models}

@@ -5,6 +5,8 @@ Differences from plain ``lm_eval`` (everything else is passed through untouched)
 - before the model loads, every argument a user can get wrong is checked (``cotharness/eval_inputs.py``):
   the options, the task names, the ``--model_args`` keys and paths, the ``--metadata`` keys (a typo
   is an error with a did-you-mean), and each task's data is loaded once, so a bad file fails in seconds;
+- ``--model gguf --model_args path=FILE`` evaluates a GGUF file with llama.cpp, through a server started
+  for the run (``cotharness/gguf_server.py``);
 - ``--model hf`` (lm-eval's default) becomes ``hf-cot`` (``harness_tasks/hf_model.py``): ``load_in_4bit=True``
   and ``bnb_4bit_*`` work on transformers 5, an adapter is merged into an unquantized base, and the
   batch size defaults to ``auto``, sized for generation from the prompts and free memory;
@@ -42,6 +44,10 @@ What cotharness adds to lm-eval (every lm-eval option below works as in `lm_eval
                  peft=ADAPTER is merged into an unquantized base (merge_peft=False keeps it apart)
   --model_args   each key is checked (did-you-mean); pretrained=, peft=, tokenizer= given as a path
                  must exist, and a hub id not in the cache is looked up once, not retried for 30 s
+  --model gguf   path=FILE.gguf (a file `cotharness export gguf` wrote; also n_ctx=, n_threads=, n_batch=,
+                 seed=): llama.cpp evaluates it through llama-cpp-python's OpenAI-compatible server,
+                 started on a loopback port for the run and stopped after it (lm-eval's
+                 local-completions model asks it; prompts go as text, greedy, the task's stop strings)
   --batch_size   default here: auto, sized for generation from the prompts, max_gen_toks and free
                  memory (lm-eval's own default is 1)
   --limit        above 0: a number of documents, or a fraction of them below 1
@@ -63,7 +69,7 @@ def main(argv: list[str]) -> int:
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
 
-    from cotharness import eval_inputs
+    from cotharness import eval_inputs, gguf_server
     from harness_tasks import hf_model
     from harness_tasks.judge import JudgeError
 
@@ -102,9 +108,16 @@ def main(argv: list[str]) -> int:
         args.log_samples = True
     before = _samples(args.output_path)
     ours = bool(args.tasks) and eval_inputs.all_ours([args.tasks] if isinstance(args.tasks, str) else args.tasks)
+    only_ours = eval_inputs.without_lm_evals_own_tasks if ours else contextlib.nullcontext
     try:
-        with eval_inputs.without_lm_evals_own_tasks() if ours else contextlib.nullcontext():
-            cli.execute(args)
+        if args.model in gguf_server.NAMES:
+            settings = args.model_args  # checked by check_inputs
+            with gguf_server.serving(settings) as url, only_ours():
+                args.model, args.model_args = "local-completions", gguf_server.lm_eval_args(url, settings)
+                cli.execute(args)
+        else:
+            with only_ours():
+                cli.execute(args)
     except JudgeError as err:
         raise eval_inputs.EvalInputError(str(err)) from None
     if os.environ.get("RANK", "0") != "0":
@@ -230,14 +243,17 @@ def check_inputs(args) -> None:
     ``--metadata`` keys (a typo would silently score the bundled sample) and each task's data. Raises
     EvalInputError (or the data file's DataFileError); warnings (keys passed on to a task not of this
     project) are printed."""
-    from cotharness import eval_inputs
+    from cotharness import eval_inputs, gguf_server
     from harness_tasks import hf_model
 
     eval_inputs.check_run_options(args)
     if args.tasks:  # else from a --config file: lm-eval checks them
         eval_inputs.check_tasks(args.tasks, args.include_path)
     model_args = args.model_args if isinstance(args.model_args, dict) else {}
-    eval_inputs.check_model_paths(model_args)
+    if args.model in gguf_server.NAMES:
+        args.model_args = gguf_server.check_args(model_args)
+    else:
+        eval_inputs.check_model_paths(model_args)
     if args.model == hf_model.NAME:
         eval_inputs.check_model_args(model_args)
     if args.tasks:

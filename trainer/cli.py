@@ -109,3 +109,37 @@ def merge(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(err.exit_code) from None
     typer.echo(f"merged model written to {written}")
+
+
+def export_gguf(
+    adapter: Annotated[Path, typer.Option(help="Run directory holding the PEFT adapter.")],
+    out: Annotated[Path, typer.Option(help="The .gguf file to write; with several --quant, <stem>-<quant>.gguf "
+                                           "beside it. Its manifest and Ollama Modelfile go beside each file.")],
+    quant: Annotated[list[str] | None, typer.Option(
+        help="f16 | q8_0 | q4_0 | q4_k_m (repeatable, or comma-separated); default q4_k_m.",
+        show_default=False)] = None,
+    base_model: Annotated[str | None, typer.Option(help="Override the base model recorded in the adapter.")] = None,
+    check_task: Annotated[str | None, typer.Option(
+        help="Task whose prompts check the GGUF against the HF model; default: the run's (run.json), else nli_cot.",
+        show_default=False)] = None,
+    check_data: Annotated[Path | None, typer.Option(
+        help="The task's documents for the check (its data file); default: the task's bundled sample.",
+        show_default=False)] = None,
+    check_prompts: Annotated[int, typer.Option(min=1, help="How many documents the check decodes.")] = 8,
+    check_tokens: Annotated[int, typer.Option(min=1, help="The first N generated tokens that must match.")] = 32,
+    check_max_tokens: Annotated[int, typer.Option(min=1, help="How far each answer is decoded to parse its label.")] = 160,
+    threads: Annotated[int | None, typer.Option(min=1, help="llama.cpp CPU threads (default: its own choice).",
+                                                show_default=False)] = None,
+):
+    """A fine-tuned adapter as a GGUF file for llama.cpp and Ollama: merged, converted, quantized, then
+    checked against the merged HF model on the task's prompts (agreement in the manifest and printed)."""
+    from trainer.export.agreement import CheckSettings
+    from trainer.export.pipeline import ExportRun, export
+
+    quants = [q for item in (quant or ["q4_k_m"]) for q in item.split(",")]
+    settings = CheckSettings(prompts=check_prompts, tokens=check_tokens, max_new_tokens=check_max_tokens,
+                             threads=threads)
+    done = export(ExportRun(adapter, out, quants, base_model=base_model, check_task=check_task,
+                            check_data=check_data, check=settings), say=typer.echo)
+    for item in done:
+        typer.echo(f"written {item.path} (manifest {item.manifest.name}, Ollama {item.modelfile.name})")
