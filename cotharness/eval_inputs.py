@@ -66,12 +66,17 @@ def _function(dotted: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
+def names_of(tasks: list[str]) -> list[str]:
+    """The task names in ``--tasks`` entries (each may list several, comma-separated)."""
+    return [t for entry in tasks for t in entry.split(",") if t]
+
+
 def select(tasks: list[str]) -> tuple[dict[str, Callable], list[str]]:
     """The selected tasks of this project with their loaders, and the selected names that are not ours
     (lm-eval's own tasks, groups, a task from another --include_path)."""
     loaders, tags = _index()
     ours, others = {}, []
-    for name in (t for entry in tasks for t in entry.split(",") if t):
+    for name in names_of(tasks):
         names = tags.get(name) or ([name] if name in loaders else [])
         if not names:
             others.append(name)
@@ -201,7 +206,7 @@ def check_run_options(args) -> None:
 def all_ours(tasks: list[str]) -> bool:
     """Whether every ``--tasks`` name is a task or tag of this project."""
     loaders, tags = _index()
-    names = [t for entry in tasks for t in entry.split(",") if t]
+    names = names_of(tasks)
     return bool(names) and all(n in loaders or n in tags for n in names)
 
 
@@ -231,7 +236,7 @@ def check_tasks(tasks: list[str], include_path: list[str]) -> None:
     takes a few seconds to build, so it is read only for a name that is not ours)."""
     loaders, tags = _index()
     ours = sorted({*loaders, *tags})
-    names = [t for entry in tasks for t in entry.split(",") if t]
+    names = names_of(tasks)
     # a YAML file or a folder of them is lm-eval's to read
     unknown = [n for n in names if n not in ours and not n.endswith(".yaml") and not Path(n).is_dir()]
     if not unknown:

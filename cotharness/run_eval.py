@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
     if args.output_path:
         args.log_samples = True
     before = _samples(args.output_path)
-    ours = bool(args.tasks) and eval_inputs.all_ours([args.tasks] if isinstance(args.tasks, str) else args.tasks)
+    ours = bool(args.tasks) and eval_inputs.all_ours(args.tasks)
     only_ours = eval_inputs.without_lm_evals_own_tasks if ours else contextlib.nullcontext
     try:
         if args.model in gguf_server.NAMES:

@@ -73,6 +73,9 @@ class QuantizedHFLM(HFLM):
             if adapter:
                 from peft import PeftModel
 
+                # as lm-eval's own adapter loading does: an adapter trained with added tokens
+                if self._model.config.vocab_size != len(self.tokenizer):
+                    self._model.resize_token_embeddings(len(self.tokenizer))
                 self._model = PeftModel.from_pretrained(self._model, adapter, revision=kwargs.get("revision", "main"))
         self._merge_adapter(merge_peft, adapter)
 

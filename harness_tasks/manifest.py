@@ -14,9 +14,10 @@ PACKAGES = ("torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate"
             "tokenizers", "cotharness")
 
 
-def package_versions() -> dict[str, str | None]:
+def package_versions(*extra: str) -> dict[str, str | None]:
+    """Python's and the pinned packages' versions (and those of ``extra`` distributions); None where absent."""
     out = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in (*PACKAGES, *extra):
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

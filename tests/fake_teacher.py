@@ -23,6 +23,17 @@ def rule_label(premise: str, hypothesis: str) -> int:
     return int(set(_WORDS.findall(hypothesis.lower())) <= set(_WORDS.findall(premise.lower())))
 
 
+def pairs(n: int) -> list[dict]:
+    """``n`` NLI pairs this teacher answers, half of them entailed (its rule decides the gold label)."""
+    rows = []
+    for i in range(n):
+        premise = f"Ana {i} walked to the station and bought bread {i}"
+        hypothesis = f"Ana {i} bought bread" if i % 2 else f"Ana {i} bought milk"
+        rows.append({"id": f"r{i}", "premise": premise, "hypothesis": hypothesis,
+                     "label": rule_label(premise, hypothesis)})
+    return rows
+
+
 def respond(body: dict) -> str:
     messages = body["messages"]
     system = next((m["content"] for m in messages if m["role"] == "system"), "")

@@ -10,21 +10,11 @@ import secrets
 import pytest
 
 from conftest import REPO, write_jsonl
-from fake_teacher import respond, rule_label
+from fake_teacher import pairs, respond
 from loopback_server import LoopbackServer
 
 N_PAIRS = 16
 PACKAGES = ("datagen", "trainer", "cotharness", "harness_tasks", "prompts")
-
-
-def pairs(n):
-    rows = []
-    for i in range(n):
-        premise = f"Ana {i} walked to the station and bought bread {i}"
-        hypothesis = f"Ana {i} bought bread" if i % 2 else f"Ana {i} bought milk"
-        rows.append({"id": f"r{i}", "premise": premise, "hypothesis": hypothesis,
-                     "label": rule_label(premise, hypothesis)})
-    return rows
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from test_study_run import EVALUATION, TRAINING, data, pairs, run, tiny_study, write_study  # noqa: F401 (data: a fixture)
+from test_study_run import EVALUATION, TRAINING, data, run, tiny_study, write_study  # noqa: F401 (data: a fixture)
 
 from conftest import REPO, write_jsonl
-from fake_teacher import respond
+from fake_teacher import pairs, respond
 from loopback_server import LoopbackServer
 
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_study_run import EVALUATION, TRAINING, pairs, run, tiny_study, write_study
+from test_study_run import EVALUATION, TRAINING, run, tiny_study, write_study
 from typer.testing import CliRunner
 
 from backtranslate_responder import RUBRIC_OPENING
 from backtranslate_responder import respond as backtranslate_respond
 from conftest import REPO, write_jsonl
-from fake_teacher import respond
+from fake_teacher import pairs, respond
 from loopback_server import LoopbackServer
 
 

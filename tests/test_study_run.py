@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import REPO, write_jsonl
-from fake_teacher import respond, rule_label
+from fake_teacher import pairs, respond
 from loopback_server import LoopbackServer
 
 TRAINING = {"training.max_steps": 4, "training.per_device_train_batch_size": 4, "training.save_steps": 2,
@@ -156,16 +156,6 @@ def test_a_study_killed_during_training_resumes_from_its_checkpoint(data, tiny_m
     assert record["resumed_from"] and [s["status"] for s in record["segments"]] == ["interrupted", "complete"]
     assert record["segments"][1]["from_step"] == record["segments"][0]["to_step"] > 0
     assert not any("moved aside" in line for line in lines)
-
-
-def pairs(n):
-    rows = []
-    for i in range(n):
-        premise = f"Ana {i} walked to the station and bought bread {i}"
-        hypothesis = f"Ana {i} bought bread" if i % 2 else f"Ana {i} bought milk"
-        rows.append({"id": f"r{i}", "premise": premise, "hypothesis": hypothesis,
-                     "label": rule_label(premise, hypothesis)})
-    return rows
 
 
 def test_a_teacher_stage_cut_short_asks_only_for_the_rows_it_lacks(tiny_model, tmp_path, monkeypatch):

@@ -29,12 +29,12 @@ from pathlib import Path
 from cotharness.study import identity
 from cotharness.study.config import ExecutionSection, SlurmStage, StudyError
 from cotharness.study.graph import Stage
+from cotharness.study.steps import DATAGEN, starting_line, step
 from harness_tasks.errors import UserError, WorkFailed
 
 EXECUTORS = ("auto", "inline", "local", "slurm")
 API_BACKENDS = ("mistral", "mistral-batch")
 DEVICE_KINDS = ("tiny_base", "train", "eval")
-DATAGEN = ("thoughts", "score", "reflect", "teacher_test")
 BACKTRANSLATE = ("augment", "curate")  # datagen stages of a backtranslation study: a server's, or a local model's
 SLURM_CLUSTER = "slurm"  # submitit's cluster for --executor slurm (tests run the same path on "local")
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 min) would kill a training
@@ -93,8 +93,6 @@ class Outcome:
 def job(stage: Stage, verdict: identity.Verdict, command: str, resume: bool, distributed: bool) -> Outcome:
     """The body of one job (in its own process): the stage's step, its user errors and interruptions
     caught and returned."""
-    from cotharness.study.steps import step
-
     signal.signal(signal.SIGINT, signal.default_int_handler)  # started with SIGINT ignored (see _submitting)
     # a cancel (SIGTERM from submitit or SLURM) is a Ctrl-C: teacher stages drain, a training checkpoints
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
@@ -170,7 +168,10 @@ def _executor(folder: Path, cluster: str):
 
 
 def _slurm_parameters(stage: Stage, settings: ExecutionSection, name: str) -> dict:
-    kind = "datagen" if stage.kind in DATAGEN + BACKTRANSLATE else stage.kind if stage.kind in ("train", "eval") else "train"
+    if stage.kind in DATAGEN + BACKTRANSLATE:
+        kind = "datagen"
+    else:  # the tiny base trains, like a training
+        kind = "eval" if stage.kind == "eval" else "train"
     s: SlurmStage = getattr(settings.slurm, kind)
     params = {"name": f"{name}:{stage.id}", "timeout_min": s.timeout_min, "gpus_per_node": s.gpus,
               "tasks_per_node": s.gpus if stage.kind == "train" else 1, "cpus_per_task": s.cpus, "nodes": 1,
@@ -222,8 +223,7 @@ def dispatch(verdicts: list[identity.Verdict], home: Path, settings: ExecutionSe
                 pending.remove(v)
                 running[v.stage.id] = _start(v, slot, before, local, slurm, settings, command, name)
                 r = running[v.stage.id]
-                say(f"{v.stage.id}: running ({v.status}{': ' + '; '.join(v.reasons) if v.reasons else ''}) "
-                    f"{r.where}; log: {_log(r.job)}")
+                say(f"{starting_line(v)} {r.where}; log: {_log(r.job)}")
         if not running:
             break
         try:

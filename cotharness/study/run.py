@@ -24,7 +24,7 @@ from pathlib import Path
 from cotharness.study import identity
 from cotharness.study.config import StudyError
 from cotharness.study.report import report
-from cotharness.study.steps import before, step
+from cotharness.study.steps import before, starting_line, step
 
 
 @dataclass
@@ -77,7 +77,7 @@ def run(config: Path | str, root: Path | str = Path("studies"), say: Callable[[s
         if chosen == "inline":
             for v in todo:
                 current = v.stage.id
-                say(f"{v.stage.id}: running ({v.status}{': ' + '; '.join(v.reasons) if v.reasons else ''})")
+                say(starting_line(v))
                 start = time.monotonic()
                 resume = before(v.stage, v, say, home)
                 step(v.stage, v, say, command, resume)

@@ -119,6 +119,12 @@ def _compare(stage: Stage, verdict: identity.Verdict, say: Callable[[str], None]
                    teacher_task=c["teacher_task"], intersect=c["intersect"]))
 
 
+def starting_line(verdict: identity.Verdict) -> str:
+    """The line a stage starts with, whichever executor runs it: its status and why."""
+    why = f": {'; '.join(verdict.reasons)}" if verdict.reasons else ""
+    return f"{verdict.stage.id}: running ({verdict.status}{why})"
+
+
 def before(stage: Stage, verdict: identity.Verdict, say: Callable[[str], None], home: Path) -> bool:
     """What this process does before a stage's step runs, wherever the step runs: a training's run folder
     (returns whether it resumes), an evaluation's folder emptied (the comparison reads the one results

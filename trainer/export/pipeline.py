@@ -159,12 +159,6 @@ def export(run: ExportRun, say=print) -> list[Exported]:
     return done
 
 
-def _versions() -> dict[str, str | None]:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("gguf", "llama_cpp_python")}
-
-
 def _one(quant, path, tmp, merged, meta, prompts, reference, task, context, run, say) -> dict:
     """One quantization: convert (and quantize), read it back, check it; its manifest and Modelfile."""
     gguf = tmp / f"{quant}.gguf"
@@ -197,7 +191,7 @@ def _one(quant, path, tmp, merged, meta, prompts, reference, task, context, run,
         "tensor_types": type_counts(types),
         "fallbacks": fallbacks,
         "check": check, "readers": readers,
-        "versions": {**manifest.package_versions(), **_versions()}, "git": manifest.git_commit(),
+        "versions": manifest.package_versions("gguf", "llama_cpp_python"), "git": manifest.git_commit(),
     }
     (tmp / f"{quant}.manifest.json").write_text(agreement.as_json(record), encoding="utf-8")
     max_tokens = run.check.max_new_tokens
