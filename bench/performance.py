@@ -1,7 +1,10 @@
 """The Performance page (docs/performance.md), written from the committed benchmark JSON (never typed by hand).
 
-    python bench/performance.py           # rewrite the section between the page's markers
-    python bench/performance.py --check   # exit 1 if the page is out of date (the test suite runs this)
+    python bench/performance.py           # rewrite the sections between the page's and the README's markers
+    python bench/performance.py --check   # exit 1 if either is out of date (the test suite runs this)
+
+The README carries a short summary (the evaluation command's wall clock per recipe, the training ratio);
+the page carries every figure.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench/results"
 PAGE = REPO / "docs/performance.md"
+README = REPO / "README.md"
 START, END = "<!-- performance:start (bench/performance.py writes this) -->", "<!-- performance:end -->"
+SUMMARY_START, SUMMARY_END = "<!-- speed:start (bench/performance.py writes this) -->", "<!-- speed:end -->"
 # The targets set for this project, to say by how much a result misses them: seconds of the user's
 # command for 1,977 answers, by card (an H100's memory is slower than an H200's).
 EVAL_GOAL_S = {"project_bf16": {"H100": 75, "H200": 60}}
@@ -84,6 +89,10 @@ def evaluation(r: dict) -> list[str]:
         "Extrapolated: the command's measured wall clock plus the generation of the prompts it did not run, at its "
         f"measured rate. The targets are for the command; the 4-bit arm's is {EVAL_4BIT_OF_BF16}x the bf16 arm's "
         "command in the same run.",
+    ]
+    if not any("samples_per_s" in r[arm] for arm in arms):  # a --mode command run
+        return lines + ["", "Source: `bench/results/eval_throughput.json` (`bench/eval_throughput.py`)."]
+    lines += [
         "",
         f"**In one process** (one process holds every arm's model; after a warm-up each, `lm_eval.simple_evaluate` "
         f"is timed from call to return: building the task, generating and scoring, without starting, loading or "
@@ -189,26 +198,56 @@ def render() -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
-def updated(readme: str) -> str:
-    if START not in readme or END not in readme:
-        raise SystemExit(f"{PAGE}: the markers {START!r} and {END!r} are missing")
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{render()}{END}{tail}"
+def summary() -> str:
+    """The README's few lines: what a user waits for, against the seed recipe."""
+    lines = []
+    ev = _load("eval_throughput")
+    if ev is not None and any(ev.get(arm, {}).get("command") for arm in ("project_bf16", "project_4bit")):
+        lines += [f"The evaluation command as a user waits for it (`cotharness eval`, start to exit: loading, merging, "
+                  f"1,977 `nli_cot` answers of 200 tokens, writing) on a Mistral-7B shape, {ev['device']}, commit "
+                  f"{ev.get('git', {}).get('commit', 'unknown')}:", "",
+                  "| recipe | seconds | x seed |", "|---|---|---|"]
+        for arm in ("baseline", "project_bf16", "project_4bit"):
+            c = ev.get(arm, {}).get("command")
+            if c is None:
+                continue
+            secs = _spread(c["command_seconds_for_1977"])
+            if c["extrapolated"]:
+                secs += f" (timed on {c['prompts_timed']}, extrapolated)"
+            speed = "1.00" if arm == "baseline" else f"{ev['speedup_command'][arm]:.2f}"
+            lines.append(f"| {ev[arm]['recipe']} | {secs} | {speed} |")
+        lines.append("")
+    tr = _load("train_throughput")
+    if tr is not None:
+        lines += [f"Training (QLoRA SFT, `configs/train/default.yaml`): {tr['speedup_real_tokens_median']:.2f}x the seed "
+                  f"recipe's real tokens/s on {tr['device']}.", ""]
+    lines.append("Every run, the phases, memory and the targets: [Performance](docs/performance.md).")
+    return "\n".join(lines) + "\n"
+
+
+def updated(text: str, path: Path, start: str, end: str, body: str) -> str:
+    if start not in text or end not in text:
+        raise SystemExit(f"{path}: the markers {start!r} and {end!r} are missing")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}{end}{tail}"
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--check", action="store_true", help="fail if the page's section is out of date")
+    p.add_argument("--check", action="store_true", help="fail if the page's or the README's section is out of date")
     args = p.parse_args()
-    text = PAGE.read_text(encoding="utf-8")
-    new = updated(text)
-    if args.check:
+    stale = []
+    for path, start, end, body in ((PAGE, START, END, render()), (README, SUMMARY_START, SUMMARY_END, summary())):
+        text = path.read_text(encoding="utf-8")
+        new = updated(text, path, start, end, body)
         if new != text:
-            print("docs/performance.md is out of date: run python bench/performance.py")
-            return 1
-        return 0
-    PAGE.write_text(new, encoding="utf-8")
+            stale.append(path.relative_to(REPO).as_posix())
+            if not args.check:
+                path.write_text(new, encoding="utf-8")
+    if args.check and stale:
+        print(f"{' and '.join(stale)} out of date: run python bench/performance.py")
+        return 1
     return 0
 
 
