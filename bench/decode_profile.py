@@ -74,7 +74,6 @@ def bare_forward_ms(model, enc) -> float:
     """One decoding step without generate: the forward of one new token per row over the prompts' KV cache."""
     import torch
 
-    ctx = enc.input_ids.shape[1]
     with torch.no_grad():
         out = model(**enc, use_cache=True)
         past = out.past_key_values

@@ -5,6 +5,7 @@ model, which is what ``cotharness eval`` and ``lm_eval --model hf-cot`` run):
 - ``baseline``: the seed recipe, 4-bit NF4 base (bitsandbytes' 4-bit kernels: ``dequantize=False``), the r16
   adapter unmerged, batches of 32;
 - ``project_bf16``: the project's defaults on a bf16 base: adapter merged, ``batch_size=auto``;
+- ``project_bf16_static``: the bf16 arm with ``kv_cache=static``;
 - ``project_4bit``: the project's defaults on a 4-bit base: the NF4 weights dequantized once to bf16, the
   adapter merged into them, ``batch_size=auto``.
 A random model never stops by itself, and the answer must be as long for every arm: every answer is
@@ -56,6 +57,9 @@ ARMS = {
                  "recipe": "seed: hf backend, 4-bit NF4 (double quant, bf16 compute), adapter unmerged, batch 32"},
     "project_bf16": {"model_args": {"dtype": "bfloat16"}, "batch_size": "auto", "subset": None,
                      "recipe": "project default on a bf16 base: adapter merged (merge_peft), batch_size=auto"},
+    "project_bf16_static": {"model_args": {"dtype": "bfloat16", "kv_cache": "static"}, "batch_size": "auto",
+                            "subset": None, "recipe": "the bf16 arm with kv_cache=static (the KV cache allocated once "
+                                                      "per batch at its final length)"},
     "project_4bit": {"model_args": {"load_in_4bit": True}, "batch_size": "auto", "subset": None,
                      "recipe": "project default on a 4-bit base: NF4 weights dequantized once to bf16 (the values "
                                "the 4-bit matmul uses), adapter merged, batch_size=auto"},
@@ -140,7 +144,8 @@ def run_command(arm: str, base: Path, adapter: Path, test_file: Path, work: Path
             "phases_seconds": {ph: round(end - start, 1) for ph, start, end in zip(PHASES, bounds, bounds[1:], strict=False)},
             "lm_eval_total_seconds": round(float(results.get("total_evaluation_time_seconds") or 0), 1),
             "command_seconds_for_1977": round(full, 1),
-            "parse_fail": results["results"]["nli_cot"].get("parse_fail,cot_json")}
+            "parse_fail": results["results"]["nli_cot"].get("parse_fail,cot_json"),
+            "batches": m.get("batches", [])}
 
 
 def main() -> int:

@@ -22,9 +22,11 @@ START, END = "<!-- performance:start (bench/performance.py writes this) -->", "<
 SUMMARY_START, SUMMARY_END = "<!-- speed:start (bench/performance.py writes this) -->", "<!-- speed:end -->"
 # The targets set for this project, to say by how much a result misses them: seconds of the user's
 # command for 1,977 answers, by card (an H100's memory is slower than an H200's).
-EVAL_GOAL_S = {"project_bf16": {"H100": 75, "H200": 60}}
+EVAL_GOAL_S = {"project_bf16": {"H100": 75, "H200": 60}, "project_bf16_static": {"H100": 75, "H200": 60}}
+EVAL_ARMS = ("baseline", "project_bf16", "project_bf16_static", "project_4bit")
 EVAL_4BIT_OF_BF16 = 1.2  # the 4-bit arm's target: at most this times the bf16 arm's command, same run
 TRAIN_GOAL_X = 2.0
+DEQUANTIZE_RESULTS = ("dequantize_agreement", "dequantize_agreement_small_cpu")
 
 
 def _load(name: str) -> dict | None:
@@ -71,7 +73,7 @@ def evaluation(r: dict) -> list[str]:
         "| recipe | command seconds for 1,977 | startup / load / prepare / generation / writing (s) | x seed | target |",
         "|---|---|---|---|---|",
     ]
-    arms = [arm for arm in ("baseline", "project_bf16", "project_4bit") if arm in r]
+    arms = [arm for arm in EVAL_ARMS if arm in r]
     for arm in arms:
         b, c = r[arm], r[arm].get("command")
         if c is None:
@@ -111,6 +113,61 @@ def evaluation(r: dict) -> list[str]:
                      f"{_n(b['samples_per_s_max'], 2)}) | {_n(b['seconds_for_1977'])}{timed} | {_n(b['peak_mem_gib'])} "
                      f"| {speed} |")
     return lines + ["", "Source: `bench/results/eval_throughput.json` (`bench/eval_throughput.py`)."]
+
+
+VARIANTS = {
+    "lm_eval_stop": "lm-eval's stop-string criteria (decode every row at every step)",
+    "token_stop": "this project's token-level stop check (`harness_tasks/stop_tokens.py`)",
+    "no_stop": "no stopping criteria (the floor for any stop check)",
+    "static": "a static KV cache, not compiled",
+    "static_compiled": "a static KV cache compiled by torch.compile",
+}
+
+
+def decode(r: dict) -> list[str]:
+    s = r["settings"]
+    lines = ["### Where a decoding step goes", "",
+             f"{r['device']} ({', '.join(f'{k} {v}' for k, v in r['versions'].items())}); one batch of real `nli_cot` "
+             f"prompts on the Mistral-7B shape; ms per step = (generate {s['n2']} tokens - generate {s['n1']}) / "
+             f"{s['n2'] - s['n1']}, so the prefill cancels out; {s['repeats']} run each.", "",
+             "| batch | padded prompt tokens | variant | ms per step | first call (s) |", "|---|---|---|---|---|"]
+    for batch, row in r["batches"].items():
+        for name, v in row["variants"].items():
+            ms = _n(v["ms_per_step"]) if "ms_per_step" in v else f"failed: {v.get('error', '?')}"
+            first = _n(v["first_call_s"]) if "first_call_s" in v else ""
+            lines.append(f"| {batch} | {row['prompt_tokens_padded']} | {VARIANTS.get(name, name)} | {ms} | {first} |")
+    return lines + ["", "Source: `bench/results/decode_profile.json` (`bench/decode_profile.py`)."]
+
+
+DEQUANTIZE_PATHS = {
+    "true_4bit_rebatched": "true 4-bit again, other batches (the noise floor)",
+    "dequantized_unmerged": "NF4 dequantized once, adapter beside it",
+    "dequantized": "NF4 dequantized once, adapter merged (the default)",
+}
+
+
+def dequantize(runs: list[dict]) -> list[str]:
+    lines = ["### 4-bit: dequantized once vs bitsandbytes' kernels", "",
+             "The same r16 adapter and base loaded `load_in_4bit=True`, greedy decoding of real `nli_cot` prompts, "
+             "each path against the true 4-bit path (`dequantize=False`: bitsandbytes' kernels, adapter beside the "
+             "base). Re-batching the true 4-bit path shows how much the model's answers move under bf16-sized "
+             "changes alone.", "",
+             "| machine, shape | path | rows identical | tokens identical | first tokens identical | "
+             "last-position logits: max / mean difference | peak GiB |", "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        s = r["settings"]
+        # results written before the controls existed hold one comparison under "agreement"
+        compared = r.get("agreement_with_true_4bit") or {"dequantized": r["agreement"]}
+        where = f"{r['device']}, {r.get('shape', '7b')} ({s['prompts']} prompts x {s['new_tokens']} tokens)"
+        for path, a in compared.items():
+            mean = a.get("last_position_logits_mean_abs_diff")
+            peak = r["paths"].get(path, {}).get("peak_memory_gib")
+            lines.append(f"| {where} | {DEQUANTIZE_PATHS.get(path, path)} | {a['rows_identical']} of {a['rows']} | "
+                         f"{100 * a['token_share_identical']:.1f}% | {a['first_token_identical']} of {a['rows']} | "
+                         f"{a['last_position_logits_max_abs_diff']} / {mean if mean is not None else 'not recorded'} | "
+                         f"{peak if peak is not None else ''} |")
+    return lines + ["", "Sources: " + ", ".join(f"`bench/results/{name}.json`" for name in DEQUANTIZE_RESULTS)
+                    + " (`bench/dequantize_agreement.py`)."]
 
 
 def _on(value) -> str:
@@ -190,8 +247,12 @@ def render() -> str:
              "the JSON. GPU figures use a Mistral-7B-v0.3 shape with random weights (speed and memory do not depend "
              "on the values) and this project's tiny tokenizer, which writes more tokens per text than Mistral's. "
              "They vary with the GPU, driver and library versions; rerun a script to measure yours.", ""]
-    for name, fn in (("eval_throughput", evaluation), ("train_throughput", training), ("train_scaling", scaling),
-                     ("datagen_throughput", datagen)):
+    for name, fn in (("eval_throughput", evaluation), ("decode_profile", decode), ("dequantize_agreement", None),
+                     ("train_throughput", training), ("train_scaling", scaling), ("datagen_throughput", datagen)):
+        if fn is None:  # several result files, one table
+            runs = [r for r in map(_load, DEQUANTIZE_RESULTS) if r is not None]
+            parts += dequantize(runs) + [""] if runs else []
+            continue
         r = _load(name)
         if r is not None or fn is scaling:
             parts += fn(r) + [""]
@@ -207,7 +268,7 @@ def summary() -> str:
                   f"1,977 `nli_cot` answers of 200 tokens, writing) on a Mistral-7B shape, {ev['device']}, commit "
                   f"{ev.get('git', {}).get('commit', 'unknown')}:", "",
                   "| recipe | seconds | x seed |", "|---|---|---|"]
-        for arm in ("baseline", "project_bf16", "project_4bit"):
+        for arm in EVAL_ARMS:
             c = ev.get(arm, {}).get("command")
             if c is None:
                 continue

@@ -54,3 +54,24 @@ def test_rows_stop_one_by_one_and_a_stop_split_across_tokens_is_found(models):
     assert criteria(seq, None).tolist() == [True, False]  # "}" then "\n": the first row is done
     seq = torch.cat([seq, torch.tensor([[filler], [filler]])], dim=1)
     assert criteria(seq, None).tolist() == [True, False]  # done stays done
+
+
+def test_a_static_kv_cache_gives_the_same_answers(tiny_model, models):
+    """kv_cache=static (a cache allocated at its final length, harness_tasks/hf_model.py): the same answers as
+    the growing cache, prompts of different lengths in one batch (left padding) included."""
+    from harness_tasks.hf_model import QuantizedHFLM
+
+    static = QuantizedHFLM(pretrained=str(tiny_model), device="cpu", dtype="float32", batch_size=4, kv_cache="static")
+    seen = []
+    generate = static.model.generate
+    static.model.generate = lambda *a, **kw: seen.append(kw.get("cache_implementation")) or generate(*a, **kw)
+    for until in (["}\n", "[INST]"], ["zzzz"]):
+        assert static.generate_until(requests(until)) == models[0].generate_until(requests(until))
+    assert seen and set(seen) == {"static"}
+
+
+def test_a_kv_cache_typo_is_one_clear_error(tiny_model):
+    from harness_tasks.hf_model import ModelArgsError, QuantizedHFLM
+
+    with pytest.raises(ModelArgsError, match="kv_cache='statc': give dynamic or static"):
+        QuantizedHFLM(pretrained=str(tiny_model), device="cpu", kv_cache="statc")
