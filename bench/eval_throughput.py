@@ -145,6 +145,8 @@ def run_command(arm: str, base: Path, adapter: Path, test_file: Path, work: Path
             "lm_eval_total_seconds": round(float(results.get("total_evaluation_time_seconds") or 0), 1),
             "command_seconds_for_1977": round(full, 1),
             "parse_fail": results["results"]["nli_cot"].get("parse_fail,cot_json"),
+            # startup split: the interpreter and the imports of torch/transformers/lm-eval/peft, then the rest
+            "startup_imports_seconds": round(m["modules_imported"] - started, 1) if "modules_imported" in m else None,
             "batches": m.get("batches", [])}
 
 

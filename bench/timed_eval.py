@@ -72,6 +72,8 @@ def main() -> None:
     from cotharness.cli import app
     from harness_tasks.hf_model import QuantizedHFLM
 
+    MARKS["modules_imported"] = time.time()  # torch, transformers, lm-eval, peft: what every start pays
+
     _clocked(QuantizedHFLM, "__init__", "load")
     _clocked(QuantizedHFLM, "generate_until", "generation")
     _batches(QuantizedHFLM)
