@@ -272,7 +272,9 @@ def summary() -> str:
             c = ev.get(arm, {}).get("command")
             if c is None:
                 continue
-            secs = _spread(c["command_seconds_for_1977"])
+            runs = len(c["runs"])
+            secs = (f"{_n(c['command_seconds_for_1977']['median'])} (1 run)" if runs == 1 else
+                    f"{_spread(c['command_seconds_for_1977'])} (median of {runs} runs, fastest-slowest)")
             if c["extrapolated"]:
                 secs += f" (timed on {c['prompts_timed']}, extrapolated)"
             speed = "1.00" if arm == "baseline" else f"{ev['speedup_command'][arm]:.2f}"

@@ -13,9 +13,10 @@
 - stop strings are checked on each new token's text (``stop_tokens``), not by re-decoding every row at
   every step, and rows finish one by one; the answers are cut at the stop strings by lm-eval as before.
 - ``kv_cache=static`` (default ``dynamic``) decodes into a KV cache allocated once per batch at its final
-  length instead of one that grows by a copy at every step (not compiled: a compile per batch shape
-  costs more than it saves over lm-eval's few batches). One decoding step of a 512-row batch of the
-  7B shape on an H100: 29 ms instead of 40 (``bench/results/decode_profile.json``).
+  length instead of one that grows by a copy at every step. Not compiled: a compiled step is rebuilt
+  for every new batch shape, and lm-eval's batches each have their own prompt length (the compiled
+  variant is not timed yet). One decoding step of a 512-row batch of the 7B shape on an H100: 29 ms
+  instead of 40 (``bench/results/decode_profile.json``).
 - ``batch_size=auto`` sizes generation batches from the prompts' lengths, ``max_gen_toks`` and free
   memory (``gen_memory``) instead of lm-eval's probe at the full context length, and halves the batch
   if it still runs out of memory (the longest prompts come first, so that happens at once).

@@ -59,5 +59,6 @@ def test_readme_summary_leads_with_the_commands_seconds_from_the_same_json():
     block = readme.split(performance.SUMMARY_START, 1)[1].split(performance.SUMMARY_END, 1)[0]
     for arm in ("baseline", "project_bf16", "project_4bit"):
         assert f"| {ev[arm]['command']['command_seconds_for_1977']['median']:,.1f} (" in block
+        assert ("(1 run)" in block) == (len(ev[arm]["command"]["runs"]) == 1)
     assert f"{ev['speedup_command']['project_bf16']:.2f}" in block and ev["git"]["commit"] in block
     assert f"{tr['speedup_real_tokens_median']:.2f}x" in block
