@@ -139,7 +139,7 @@ def run_command(arm: str, base: Path, adapter: Path, test_file: Path, work: Path
     generation = m["generation_end"] - m["generation_start"]
     # a subset arm: the prompts not timed would add generation at the measured rate, nothing else
     full = wall + generation * (N_PROMPTS / n - 1)
-    return {"round": round_, "prompts": n, "command": "cotharness eval " + " ".join(argv[:-2]) + " --output_path DIR",
+    return {"round": round_, "prompts": n, "command": ("cotharness eval " + " ".join(argv[:-2]) + " --output_path DIR").replace(str(work), "$WORK"),
             "wall_seconds": round(wall, 1),
             "phases_seconds": {ph: round(end - start, 1) for ph, start, end in zip(PHASES, bounds, bounds[1:], strict=False)},
             "lm_eval_total_seconds": round(float(results.get("total_evaluation_time_seconds") or 0), 1),
