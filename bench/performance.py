@@ -247,15 +247,13 @@ def render() -> str:
              "the JSON. GPU figures use a Mistral-7B-v0.3 shape with random weights (speed and memory do not depend "
              "on the values) and this project's tiny tokenizer, which writes more tokens per text than Mistral's. "
              "They vary with the GPU, driver and library versions; rerun a script to measure yours.", ""]
-    for name, fn in (("eval_throughput", evaluation), ("decode_profile", decode), ("dequantize_agreement", None),
-                     ("train_throughput", training), ("train_scaling", scaling), ("datagen_throughput", datagen)):
-        if fn is None:  # several result files, one table
-            runs = [r for r in map(_load, DEQUANTIZE_RESULTS) if r is not None]
-            parts += dequantize(runs) + [""] if runs else []
-            continue
-        r = _load(name)
-        if r is not None or fn is scaling:
-            parts += fn(r) + [""]
+    agreement = [r for r in map(_load, DEQUANTIZE_RESULTS) if r is not None]  # several files, one table
+    sections = ((evaluation, _load("eval_throughput")), (decode, _load("decode_profile")),
+                (dequantize, agreement or None), (training, _load("train_throughput")),
+                (scaling, _load("train_scaling")), (datagen, _load("datagen_throughput")))
+    for fn, results in sections:
+        if results is not None or fn is scaling:  # scaling says how to measure it when it is missing
+            parts += fn(results) + [""]
     return "\n".join(parts).rstrip() + "\n"
 
 
