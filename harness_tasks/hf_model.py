@@ -17,9 +17,9 @@
   for every new batch shape, and lm-eval's batches each have their own prompt length (the compiled
   variant is not timed yet). One decoding step of a 512-row batch of the 7B shape on an H100: 29 ms
   instead of 40 (``bench/results/decode_profile.json``).
-- ``batch_size=auto`` sizes generation batches from the prompts' lengths, ``max_gen_toks`` and free
-  memory (``gen_memory``) instead of lm-eval's probe at the full context length, and halves the batch
-  if it still runs out of memory (the longest prompts come first, so that happens at once).
+- ``batch_size=auto`` sizes each generation batch from its longest prompt, ``max_gen_toks`` and free
+  memory (``gen_memory``) instead of lm-eval's one probe at the full context length: the batches grow as
+  the prompts get shorter. A batch that still runs out of memory is halved, and so are the ones after it.
 Everything else is lm-eval's own code. ``cotharness eval`` selects it for ``--model hf``; from Python
 use ``--model hf-cot``.
 """
@@ -32,6 +32,7 @@ import torch
 from lm_eval.api.registry import model_registry, register_model
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import normalize_gen_kwargs
+from tqdm import tqdm
 
 from harness_tasks.errors import UserError
 from harness_tasks.gen_memory import MAX_BATCH, free_bytes, generation_batch_size
@@ -138,31 +139,64 @@ class QuantizedHFLM(HFLM):
                                        pad_token_id=self.tokenizer.pad_token_id, use_cache=True, **generation_kwargs)
 
     def generate_until(self, requests, disable_tqdm: bool = False):
+        """``batch_size=auto``: the requests in lm-eval's order (longest prompt first), cut into batches each
+        sized for its own longest prompt, so the shorter prompts further on go in larger batches. Each batch
+        is one call of lm-eval's own ``generate_until`` at a fixed batch size."""
         if self.batch_size_per_gpu != "auto" or self.batch_schedule != 1 or not requests:
             return super().generate_until(requests, disable_tqdm)
-        size = self._generation_batch(requests)
+        args = [r.args for r in requests]
+        lengths = [len(self.tok_encode(context)) for context, _ in args]
+        new = max(normalize_gen_kwargs(dict(kw), self.max_gen_toks)["max_gen_toks"] for _, kw in args)
+        order = sorted(range(len(args)), key=lambda i: (-lengths[i], args[i][0]))  # lm-eval's own sort
+        free, cap = free_bytes(self.device), self.generation_cap
+        answers: list = [None] * len(args)
+        sizes: list[int] = []
+        pbar = tqdm(total=len(args), disable=disable_tqdm or self.rank != 0, desc="Running generate_until requests")
         try:
-            while True:
-                self.batch_size_per_gpu = size
-                try:
-                    return super().generate_until(requests, disable_tqdm)
-                except torch.OutOfMemoryError:
-                    if size == 1:
-                        raise
-                    size //= 2
-                    torch.cuda.empty_cache()
-                    log.warning("out of memory generating: retrying with batches of %d", size)
+            start = 0
+            while start < len(order):
+                prompt = min(lengths[order[start]], self.max_length - new)
+                size = generation_batch_size(self.model.config, prompt, new, free, cap=cap)
+                batch = order[start:start + size]
+                worked, out = self._generate_batch([requests[i] for i in batch], size)
+                if worked < size:  # it ran out of memory: the later batches get no larger than what worked
+                    cap = worked
+                for i, answer in zip(batch, out, strict=True):
+                    answers[i] = answer
+                sizes.append(len(batch))
+                pbar.update(len(batch))
+                start += len(batch)
         finally:
+            pbar.close()
             self.batch_size_per_gpu = "auto"
+        log.info("batch_size=auto: %d generation batches of %s rows, each sized for its longest prompt "
+                 "(%d to %d tokens) + %d new", len(sizes), _ranges(sizes), lengths[order[-1]], lengths[order[0]], new)
+        return answers
 
-    def _generation_batch(self, requests) -> int:
-        longest = max(len(self.tok_encode(context)) for context, _ in (r.args for r in requests))
-        new = max(normalize_gen_kwargs(dict(kw), self.max_gen_toks)["max_gen_toks"] for _, kw in (r.args for r in requests))
-        prompt = min(longest, self.max_length - new)
-        size = generation_batch_size(self.model.config, prompt, new, free_bytes(self.device), cap=self.generation_cap)
-        log.info("batch_size=auto: %d sequences per generation batch (longest prompt %d tokens + %d new)",
-                 size, prompt, new)
-        return size
+    def _generate_batch(self, requests, size: int) -> tuple[int, list[str]]:
+        """lm-eval's ``generate_until`` on these requests in batches of ``size``, halved while it runs
+        out of memory (the size that worked is returned with the answers)."""
+        while True:
+            self.batch_size_per_gpu = size
+            try:
+                return size, super().generate_until(requests, disable_tqdm=True)
+            except torch.OutOfMemoryError:
+                if size == 1:
+                    raise
+                size //= 2
+                torch.cuda.empty_cache()
+                log.warning("out of memory generating: retrying with batches of %d", size)
+
+
+def _ranges(sizes: list[int]) -> str:
+    """[336, 512, 512, 512, 105] -> '336, 512 x3, 105'."""
+    runs: list[list[int]] = []
+    for size in sizes:
+        if runs and runs[-1][0] == size:
+            runs[-1][1] += 1
+        else:
+            runs.append([size, 1])
+    return ", ".join(f"{size} x{n}" if n > 1 else str(size) for size, n in runs)
 
 
 DEQUANTIZE_SHARE = 0.5  # the copy may take half the free memory: the rest is the generation batches' KV cache

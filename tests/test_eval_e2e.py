@@ -178,32 +178,53 @@ def test_merge_into_4bit_is_refused(tiny_model, lora_adapter):
                       merge_peft=True, dequantize=False)
 
 
-def test_auto_batch_sizes_generation_from_prompts_and_memory(tiny_model, monkeypatch):
-    """batch_size=auto picks the generation batch from the longest prompt, max_gen_toks and free memory,
-    and halves it when generation still runs out of memory."""
+def test_auto_batch_sizes_each_generation_batch_from_its_prompts_and_memory(tiny_model, monkeypatch):
+    """batch_size=auto cuts the requests, longest prompt first, into batches each sized for its own longest
+    prompt, max_gen_toks and free memory; the answers come back in the requests' order, as lm-eval's
+    fixed-size batches give them; a batch that runs out of memory is halved, and so are the ones after it."""
     import torch
     from lm_eval.api.instance import Instance
 
     from harness_tasks import gen_memory, hf_model
 
-    lm = hf_model.QuantizedHFLM(pretrained=str(tiny_model), device="cpu", batch_size="auto")
+    lm = hf_model.QuantizedHFLM(pretrained=str(tiny_model), device="cpu", batch_size="auto", dtype="float32")
+    words = [1, 3, 9, 2, 5, 1, 1, 2, 3, 4, 1, 1]
     requests = [Instance("generate_until", {}, ("Premise: a man walks. " * n, {"until": ["}"], "max_gen_toks": 8,
                                                                                "do_sample": False}), i)
-                for i, n in enumerate([1, 3, 9, 2, 5, 1, 1, 2, 3, 4])]
+                for i, n in enumerate(words)]
     per_seq = gen_memory.bytes_per_sequence(lm.model.config, len(lm.tok_encode(requests[2].args[0])), 8)
     monkeypatch.setattr(hf_model, "free_bytes", lambda device: int(per_seq * 4 / gen_memory.HEADROOM) + 1)
-    sizes, real = [], hf_model.HFLM.generate_until
+    calls, real = [], hf_model.HFLM.generate_until
 
     def generate(self, reqs, disable_tqdm=False):
-        sizes.append(self.batch_size_per_gpu)
-        if len(sizes) == 1:
-            raise torch.OutOfMemoryError("simulated")
+        calls.append((self.batch_size_per_gpu, [r.args[0].count(".") for r in reqs]))
         return real(self, reqs, disable_tqdm)
 
     monkeypatch.setattr(hf_model.HFLM, "generate_until", generate)
     out = lm.generate_until(requests)
-    assert sizes == [4, 2] and len(out) == len(requests)
+    assert calls[0] == (4, [9, 5, 4, 3])  # the longest prompts, as many as fit
+    assert [n for _, batch in calls for n in batch] == sorted(words, reverse=True)
+    assert all(size == len(batch) or batch is calls[-1][1] for size, batch in calls)
+    assert calls[1][0] > 4  # shorter prompts, larger batches
     assert lm.batch_size_per_gpu == "auto"  # restored for the next task
+
+    lm.batch_size_per_gpu = 1  # lm-eval's own path, one prompt at a time
+    assert real(lm, requests) == out
+
+    lm.batch_size_per_gpu = "auto"
+    calls.clear()
+
+    def out_of_memory_once(self, reqs, disable_tqdm=False):
+        if not calls:
+            calls.append((self.batch_size_per_gpu, []))
+            raise torch.OutOfMemoryError("simulated")
+        return generate(self, reqs, disable_tqdm)
+
+    monkeypatch.setattr(hf_model.HFLM, "generate_until", out_of_memory_once)
+    assert lm.generate_until(requests) == out
+    # the failed batch of 4 again in twos, then the 8 shorter prompts no more than 2 at a time
+    assert [(size, len(batch)) for size, batch in calls] == [(4, 0), (2, 4)] + [(2, 2)] * 4
+    assert lm.batch_size_per_gpu == "auto"
 
 
 def test_generation_batch_arithmetic():
