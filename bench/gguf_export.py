@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mistral_shape import MISTRAL_7B, build_model  # noqa: E402
+from mistral_shape import SHAPES, build_model  # noqa: E402
 
 QUANTS = ("f16", "q8_0", "q4_k_m")
 
@@ -44,6 +44,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--shape", choices=sorted(SHAPES), default="7b", help="small: a dry run on a CPU")
+    p.add_argument("--append", action="store_true",
+                   help="add this call's quantizations to those already in --out (one call per quantization "
+                        "keeps a 7B export inside a short time limit and ~50 GB of disk)")
     args = p.parse_args()
 
     import torch
@@ -57,7 +61,8 @@ def main() -> None:
     build_s = None
     if not (base / "config.json").is_file() or not (adapter / "adapter_config.json").is_file():
         t0 = time.perf_counter()
-        build_model(build(args.work / "tiny"), base, adapter_out=adapter)
+        build_model(build(args.work / "tiny"), base, adapter_out=adapter, shape=args.shape,
+                    device="cuda" if torch.cuda.is_available() else "cpu")
         build_s = round(time.perf_counter() - t0, 1)
     out_dir = args.work / f"gguf-{int(time.time())}"
     out_dir.mkdir()
@@ -79,18 +84,29 @@ def main() -> None:
             "agreement_random_weights": {k: record["check"][k] for k in
                                          ("first_tokens_exact_match", "prompt_tokens_equal", "first_logits_max_abs_diff")},
         }
+    call = {"quants": quants, "export_seconds": total_s, "model_build_seconds": build_s}
     report = {
-        "what": "cotharness export gguf on the random-weight Mistral-7B shape (bench/gguf_export.py)",
-        "shape": MISTRAL_7B, "cpu": cpu(), "threads": args.threads,
+        "what": f"cotharness export gguf on the random-weight Mistral-7B shape ({args.shape}; bench/gguf_export.py)",
+        "shape": SHAPES[args.shape], "cpu": cpu(), "threads": args.threads,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "model_build_seconds": build_s, "export_seconds_all_quants": total_s,
         "settings": {"prompts": args.prompts, "max_new_tokens": args.max_tokens},
         "versions": json.loads(done[0].manifest.read_text())["versions"],
-        "results": results,
+        "calls": [call], "results": results,
     }
+    if args.append and args.out.is_file():
+        report = _appended(json.loads(args.out.read_text()), report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+
+
+def _appended(previous: dict, report: dict) -> dict:
+    """This call's quantizations added to an earlier call's, refused where the two were not measured alike."""
+    for key in ("shape", "cpu", "threads", "gpu", "settings", "versions"):
+        if previous.get(key) != report[key]:
+            raise SystemExit(f"--append: {key} differs from the earlier calls' ({previous.get(key)!r} vs "
+                             f"{report[key]!r}); write a new --out instead")
+    return {**report, "calls": previous["calls"] + report["calls"], "results": {**previous["results"], **report["results"]}}
 
 
 if __name__ == "__main__":
