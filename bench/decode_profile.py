@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import provenance  # noqa: E402
 from mistral_shape import MISTRAL_7B  # noqa: E402
 
 
@@ -121,6 +122,7 @@ def main() -> int:
     stops = ["}\n", "[INST]"]
     result = {"benchmark": "decode_profile", "device": torch.cuda.get_device_name(0),
               "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+              "git": provenance.git(),
               "settings": {"n1": a.n1, "n2": a.n2, "repeats": a.repeats, "stops": stops}, "batches": {}}
     for batch in a.batch:
         # a batch from the middle of the length distribution

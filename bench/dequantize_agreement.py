@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import provenance  # noqa: E402
 from decode_profile import prompts  # noqa: E402
 from mistral_shape import build_model  # noqa: E402
 
@@ -97,7 +97,7 @@ def main() -> int:
     out = {"benchmark": "dequantize_agreement", "shape": a.shape,
            "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
            "versions": manifest.package_versions(),
-           "git": {"commit": os.environ["BENCH_COMMIT"]} if os.environ.get("BENCH_COMMIT") else manifest.git_commit(),
+           "git": provenance.git(),
            "settings": {"prompts": a.prompts, "new_tokens": a.new_tokens, "rebatch": a.rebatch,
                         "batch": "all prompts in one batch, except true_4bit_rebatched"},
            "paths": {}, "agreement_with_true_4bit": {}}

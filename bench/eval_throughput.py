@@ -47,6 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import provenance  # noqa: E402
 from mistral_shape import build_model  # noqa: E402
 
 N_PROMPTS = 1977
@@ -262,7 +263,7 @@ def make_report(args, runs: dict, commands: dict, prompt_stats: dict, build_s, l
         "benchmark": "eval_throughput", "date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(0),
         "versions": manifest.package_versions(),
         # The GPU machine gets a copy of the tree whose .git may be stale: the caller names the commit.
-        "git": {"commit": os.environ["BENCH_COMMIT"]} if os.environ.get("BENCH_COMMIT") else manifest.git_commit(),
+        "git": provenance.git(),
         "settings": {"model": "Mistral-7B-v0.3 shape, random bf16 weights, LoRA r16/a32 on q,k,v,o with random weights",
                      "task": "nli_cot through lm-eval with the hf-cot model (cotharness eval --model hf selects it)",
                      "prompts": f"{N_PROMPTS} NLI prompts from {', '.join(p.name for p in args.pairs)}, repeated in order, "

@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import provenance  # noqa: E402
 from mistral_shape import SHAPES, build_model  # noqa: E402
 
 QUANTS = ("f16", "q8_0", "q4_k_m")
@@ -91,7 +92,7 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "settings": {"prompts": args.prompts, "max_new_tokens": args.max_tokens},
         "versions": json.loads(done[0].manifest.read_text())["versions"],
-        "calls": [call], "results": results,
+        "git": provenance.git(), "calls": [call], "results": results,
     }
     if args.append and args.out.is_file():
         report = _appended(json.loads(args.out.read_text()), report)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import provenance  # noqa: E402
 from mistral_shape import build_model  # noqa: E402
 
 ARMS = {"baseline": (REPO / "bench/configs/seed_train.yaml", []), "project": (REPO / "configs/train/default.yaml", [])}
@@ -224,7 +224,7 @@ def main() -> int:
         else "cpu",
         # The GPU machine gets a copy of the tree whose .git may be stale: the caller names the commit.
         "versions": manifest.package_versions(),
-        "git": {"commit": os.environ["BENCH_COMMIT"]} if os.environ.get("BENCH_COMMIT") else manifest.git_commit(),
+        "git": provenance.git(),
         "settings": {"model": f"{args.base_model}, loaded through the trainer" if args.base_model else
                      "Mistral-7B-v0.3 shape, random bf16 weights, loaded through the trainer",
                      "data": f"{args.data.name}: {len(set(data.read_text().splitlines()))} distinct rows, "
