@@ -68,8 +68,7 @@ def _write() -> None:
 
 
 def main() -> None:
-    from cotharness import run_eval
-    from cotharness.cli import app
+    from cotharness import cli, run_eval
     from harness_tasks.hf_model import QuantizedHFLM
 
     MARKS["modules_imported"] = time.time()  # torch, transformers, lm-eval, peft: what every start pays
@@ -79,8 +78,7 @@ def main() -> None:
     _batches(QuantizedHFLM)
     _clocked(run_eval, "main", "command")  # cotharness.cli imports run_eval.main when the command runs
     atexit.register(_write)
-    sys.argv = ["cotharness", "eval", *sys.argv[1:]]
-    app()
+    cli.main(["eval", *sys.argv[1:]])  # the console script's own entry: its exit included
 
 
 if __name__ == "__main__":

@@ -89,6 +89,28 @@ class App(TyperGroup):
             sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stderr at exit
             return 1
 
+    # The trainer's, datagen's and the study's commands are imported when asked for (by name, for help, or
+    # to suggest a near name for a typo), not at every start: `cotharness eval` does without them.
+    def list_commands(self, ctx) -> list[str]:
+        return [*super().list_commands(ctx), *(name for name in LAZY if name not in self.commands)]
+
+    def get_command(self, ctx, name: str):
+        self._load(name)
+        return super().get_command(ctx, name)
+
+    def resolve_command(self, ctx, args):
+        if args:
+            self._load(args[0] if args[0] in self.commands or args[0] in LAZY else None)
+        return super().resolve_command(ctx, args)
+
+    def _load(self, name: str | None) -> None:
+        """``name``'s command if it is still to be imported; None: all of them (a name not known)."""
+        for lazy in [name] if name is not None else list(LAZY):
+            if lazy in LAZY and lazy not in self.commands:
+                command = LAZY[lazy]()
+                command.name = lazy  # a sub-app's group has none of its own (help lists it by this)
+                self.add_command(command, lazy)
+
 
 def _flags_take_no_value() -> None:
     """typer 0.29's rich help shows every flag (``--help``, ``--intersect/--no-intersect``) with a
@@ -217,28 +239,69 @@ def compare(
     typer.echo(f"report written to {out}/summary.md")
 
 
-def _register_subcommands():
-    from cotharness.study.cli import app as study_app
-    from datagen.cli import app as datagen_app
+def _command(name: str):
+    """The trainer's ``train`` or ``merge`` as a click command."""
     from trainer import cli as trainer_cli
 
-    app.command("train")(trainer_cli.train)
-    app.command("merge")(trainer_cli.merge)
+    one = typer.Typer(add_completion=False)
+    one.command(name)(getattr(trainer_cli, name))
+    return typer.main.get_command(one)
+
+
+def _export():
+    from trainer import cli as trainer_cli
+
     export_app = typer.Typer(no_args_is_help=True, help="Export a fine-tuned adapter to run outside Python.")
     export_app.command("gguf")(trainer_cli.export_gguf)
-    app.add_typer(export_app, name="export")
-    app.add_typer(datagen_app, name="datagen")
-    app.add_typer(study_app, name="study")
+    return typer.main.get_group(export_app)
 
 
-_register_subcommands()
+def _datagen():
+    from datagen.cli import app as datagen_app
+
+    return typer.main.get_group(datagen_app)
+
+
+def _study():
+    from cotharness.study.cli import app as study_app
+
+    return typer.main.get_group(study_app)
+
+
+LAZY = {"train": lambda: _command("train"), "merge": lambda: _command("merge"), "export": _export,
+        "datagen": _datagen, "study": _study}
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``cotharness`` process (the console script, ``python -m cotharness.cli``)."""
     from harness_tasks.quiet import quiet
 
     quiet()  # first: library warnings a user cannot act on are filtered before anything imports them
-    typer.main.get_command(app).main(argv, prog_name="cotharness")
+    try:
+        typer.main.get_command(app).main(argv, prog_name="cotharness")
+    except SystemExit as done:
+        _exit(done.code)
+
+
+def _exit(code) -> None:
+    """End the process without the interpreter's teardown of the ~5,000 modules torch, transformers and
+    lm-eval import: 1.5-2 s after every command that loaded them, with nothing left to do. What a normal
+    exit does first is done here too: the atexit handlers run (logging's flush among them) and the output
+    is flushed. A normal exit where another thread still works or torch.distributed is set up."""
+    import atexit
+    import threading
+
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    dist = sys.modules.get("torch.distributed")
+    if others or (dist is not None and dist.is_available() and dist.is_initialized()):
+        sys.exit(code)
+    if code is not None and not isinstance(code, int):  # sys.exit("message"): printed, status 1
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -122,9 +122,13 @@ def test_debug_reaches_the_commands_that_say_their_own_errors(tmp_path, argv):
 
 
 def _commands(command, path=()):
+    """Every command path, through click's own listing (the trainer's, datagen's and the study's commands
+    are loaded when asked for)."""
     yield path
-    for name, sub in getattr(command, "commands", {}).items():
-        yield from _commands(sub, (*path, name))
+    if hasattr(command, "list_commands"):
+        ctx = typer.Context(command)
+        for name in command.list_commands(ctx):
+            yield from _commands(command.get_command(ctx, name), (*path, name))
 
 
 def test_no_help_shows_a_flag_taking_a_value():
