@@ -299,8 +299,11 @@ def _exit(code) -> None:
         print(code, file=sys.stderr)
         code = 1
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that has gone (`| head`), a closed stream: as at a normal exit
+            pass
     os._exit(code or 0)
 
 
