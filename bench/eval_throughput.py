@@ -262,7 +262,6 @@ def make_report(args, runs: dict, commands: dict, prompt_stats: dict, build_s, l
     report = {
         "benchmark": "eval_throughput", "date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(0),
         "versions": manifest.package_versions(),
-        # The GPU machine gets a copy of the tree whose .git may be stale: the caller names the commit.
         "git": provenance.git(),
         "settings": {"model": "Mistral-7B-v0.3 shape, random bf16 weights, LoRA r16/a32 on q,k,v,o with random weights",
                      "task": "nli_cot through lm-eval with the hf-cot model (cotharness eval --model hf selects it)",

@@ -85,14 +85,15 @@ def main() -> None:
             "agreement_random_weights": {k: record["check"][k] for k in
                                          ("first_tokens_exact_match", "prompt_tokens_equal", "first_logits_max_abs_diff")},
         }
-    call = {"quants": quants, "export_seconds": total_s, "model_build_seconds": build_s}
+    # each call's own commit: calls appended to one file may come from different code
+    call = {"quants": quants, "export_seconds": total_s, "model_build_seconds": build_s, "git": provenance.git()}
     report = {
         "what": f"cotharness export gguf on the random-weight Mistral-7B shape ({args.shape}; bench/gguf_export.py)",
         "shape": SHAPES[args.shape], "cpu": cpu(), "threads": args.threads,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "settings": {"prompts": args.prompts, "max_new_tokens": args.max_tokens},
         "versions": json.loads(done[0].manifest.read_text())["versions"],
-        "git": provenance.git(), "calls": [call], "results": results,
+        "calls": [call], "results": results,
     }
     if args.append and args.out.is_file():
         report = _appended(json.loads(args.out.read_text()), report)

@@ -222,7 +222,6 @@ def main() -> int:
         "benchmark": "train_scaling" if args.gpus > 1 else "train_throughput", "date": time.strftime("%Y-%m-%d"),
         "device": f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
         else "cpu",
-        # The GPU machine gets a copy of the tree whose .git may be stale: the caller names the commit.
         "versions": manifest.package_versions(),
         "git": provenance.git(),
         "settings": {"model": f"{args.base_model}, loaded through the trainer" if args.base_model else
