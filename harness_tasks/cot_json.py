@@ -4,8 +4,9 @@
 an answer the model wrote. Anything else is ``label=None``, which the metrics count as wrong.
 Order of attempts (the first answer carrying a valid label wins within each):
   1. "json":     strict JSON objects found anywhere in the text (code fences, prose, glued repeats);
-  2. "repaired": json-repair on the first object-like spans (single quotes, trailing commas,
-                 truncation after the label, unescaped quotes), cross-checked against the raw text;
+  2. "repaired": json-repair on the first object-like spans that write a valid label after a label
+                 key (single quotes, trailing commas, truncation after the label, unescaped quotes),
+                 the repaired label accepted only where the span writes it;
                  also JSON written with typographic quotes (“thought_process”: …), read again with
                  plain ones;
   3. "regex":    a key-anchored ``"predicted_label": 1`` pattern (output too broken to repair).
@@ -83,16 +84,17 @@ def _parse(text, schema: AnswerSchema) -> Parsed:
         fallback_thought = fallback_thought or thought
     for start in _object_starts(text, MAX_REPAIR_STARTS):
         window = text[start : start + REPAIR_WINDOW]
+        written = _raw_labels(window, schema)
+        if not written:  # a repaired label must be written in the window: none is, so skip the slow repair
+            continue
         repaired = json_repair.loads(window)
         for obj in repaired if isinstance(repaired, list) else [repaired]:
             label, thought, holder = _answer(obj, schema)
-            if label is not None and label in _raw_labels(window, schema):
+            if label is not None and label in written:
                 return Parsed(label, thought, "repaired", _extra(holder, schema))
             fallback_thought = fallback_thought or thought
     raw = _raw_labels(text, schema)
-    if raw:
-        return Parsed(raw[0], fallback_thought or _raw_thought(text, schema), "regex")
-    return Parsed(None, fallback_thought, "none")
+    return Parsed(raw[0] if raw else None, fallback_thought or _raw_thought(text, schema), "regex" if raw else "none")
 
 
 def _object_starts(text: str, limit: int) -> Iterator[int]:

@@ -105,10 +105,23 @@ def test_long_garbage_is_bounded(monkeypatch):
     seen = []
     real = cot_json.json_repair.loads
     monkeypatch.setattr(cot_json.json_repair, "loads", lambda s: seen.append(len(s)) or real(s))
-    garbage = '{"a": "' + 'x{ "y' * 200_000
-    assert parse(garbage).label is None
-    assert len(seen) <= cot_json.MAX_REPAIR_STARTS
+    garbage = '{"a": "' + 'x{ "predicted_label": 1, "y' * 200_000
+    assert parse(garbage).label == 1
+    assert 0 < len(seen) <= cot_json.MAX_REPAIR_STARTS
     assert max(seen) <= cot_json.REPAIR_WINDOW
+
+
+def test_repair_skipped_where_no_label_is_written(monkeypatch):
+    """A repaired label counts only where the window writes it, so windows without one are not repaired
+    (random tokens of an untrained model: most of the scoring time otherwise); the thought is still read."""
+    seen = []
+    real = cot_json.json_repair.loads
+    monkeypatch.setattr(cot_json.json_repair, "loads", lambda s: seen.append(s) or real(s))
+    assert parse('{"thought_process": "Step 1: half, {"x\': 3, {"y": [').as_dict() == {
+        "label": None, "thought": "Step 1: half, {", "method": "none", "extra": None}
+    assert seen == []
+    assert parse("{'thought_process': 'it is so', 'predicted_label': 0,}").method == "repaired"
+    assert len(seen) == 1
 
 
 @settings(max_examples=300, deadline=None)
