@@ -75,3 +75,30 @@ def test_a_kv_cache_typo_is_one_clear_error(tiny_model):
 
     with pytest.raises(ModelArgsError, match="kv_cache='statc': give dynamic or static"):
         QuantizedHFLM(pretrained=str(tiny_model), device="cpu", kv_cache="statc")
+
+
+def test_each_static_cache_is_sized_for_its_own_batch(tiny_model, monkeypatch):
+    """transformers gives every static cache the longest length an earlier call used; lm-eval sends the
+    longest prompts first, so without hf_model.forget_static_cache_length every later batch would be sized
+    (and attended over) at the first batch's length: more memory than gen_memory counts for it."""
+    import transformers.generation.utils as generation
+
+    from harness_tasks.hf_model import QuantizedHFLM
+
+    sizes = []
+
+    class Recorded(generation.StaticCache):
+        def __init__(self, *args, max_cache_len=None, **kwargs):
+            sizes.append(max_cache_len)
+            super().__init__(*args, max_cache_len=max_cache_len, **kwargs)
+
+    monkeypatch.setattr(generation, "StaticCache", Recorded)
+    lm = QuantizedHFLM(pretrained=str(tiny_model), device="cpu", dtype="float32", batch_size=4, kv_cache="static")
+    long_prompt, short_prompt = " ".join(CONTEXTS[:4]), CONTEXTS[0]
+    for prompt in (long_prompt, short_prompt):
+        request = requests(["zzzz"], max_gen_toks=8)[0]
+        request.arguments = (prompt, request.arguments[1])
+        lm.generate_until([request])
+    short_tokens = len(lm.tok_encode(short_prompt))
+    assert len(sizes) == 2 and sizes[0] > len(lm.tok_encode(long_prompt))
+    assert short_tokens < sizes[1] <= short_tokens + 8 < sizes[0]
