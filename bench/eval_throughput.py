@@ -4,8 +4,9 @@ Arms (all the real lm-eval path: ``lm_eval.simple_evaluate`` with this project's
 model, which is what ``cotharness eval`` and ``lm_eval --model hf-cot`` run):
 - ``baseline``: the seed recipe, 4-bit NF4 base (bitsandbytes' 4-bit kernels: ``dequantize=False``), the r16
   adapter unmerged, batches of 32;
-- ``project_bf16``: the project's defaults on a bf16 base: adapter merged, ``batch_size=auto``;
-- ``project_bf16_static``: the bf16 arm with ``kv_cache=static``;
+- ``project_bf16``: the project's defaults on a bf16 base: adapter merged, ``batch_size=auto``, a static
+  KV cache;
+- ``project_bf16_dynamic``: the bf16 arm with ``kv_cache=dynamic`` (a cache that grows at every step);
 - ``project_4bit``: the project's defaults on a 4-bit base: the NF4 weights dequantized once to bf16, the
   adapter merged into them, ``batch_size=auto``.
 A random model never stops by itself, and the answer must be as long for every arm: every answer is
@@ -57,10 +58,11 @@ ARMS = {
     "baseline": {"model_args": {"load_in_4bit": True, "dequantize": False}, "batch_size": 32, "subset": 64,
                  "recipe": "seed: hf backend, 4-bit NF4 (double quant, bf16 compute), adapter unmerged, batch 32"},
     "project_bf16": {"model_args": {"dtype": "bfloat16"}, "batch_size": "auto", "subset": None,
-                     "recipe": "project default on a bf16 base: adapter merged (merge_peft), batch_size=auto"},
-    "project_bf16_static": {"model_args": {"dtype": "bfloat16", "kv_cache": "static"}, "batch_size": "auto",
-                            "subset": None, "recipe": "the bf16 arm with kv_cache=static (the KV cache allocated once "
-                                                      "per batch at its final length)"},
+                     "recipe": "project default on a bf16 base: adapter merged (merge_peft), batch_size=auto, "
+                               "static KV cache"},
+    "project_bf16_dynamic": {"model_args": {"dtype": "bfloat16", "kv_cache": "dynamic"}, "batch_size": "auto",
+                             "subset": None, "recipe": "the bf16 arm with kv_cache=dynamic (a KV cache that grows "
+                                                       "by a copy at every step)"},
     "project_4bit": {"model_args": {"load_in_4bit": True}, "batch_size": "auto", "subset": None,
                      "recipe": "project default on a 4-bit base: NF4 weights dequantized once to bf16 (the values "
                                "the 4-bit matmul uses), adapter merged, batch_size=auto"},
@@ -176,9 +178,12 @@ def main() -> int:
         t0 = time.perf_counter()
         build_model(tok_dir, base, adapter_out=adapter)
         build_s = round(time.perf_counter() - t0, 1)
-    runs = {arm: [r for r in (previous.get(arm) or {}).get("runs", [])] for arm in args.arms}
-    commands = {arm: list(((previous.get(arm) or {}).get("command") or {}).get("runs", [])) for arm in args.arms}
-    load_s = {arm: (previous.get(arm) or {}).get("load_seconds") for arm in args.arms}
+    # the arms already in --out stay in it when this call runs only some of them
+    kept = [arm for arm in ARMS if arm in args.arms or arm in previous]
+    runs = {arm: [r for r in (previous.get(arm) or {}).get("runs", [])] for arm in kept}
+    commands = {arm: list(((previous.get(arm) or {}).get("command") or {}).get("runs", [])) for arm in kept}
+    load_s = {arm: (previous.get(arm) or {}).get("load_seconds") for arm in kept}
+    commit = provenance.git().get("commit")  # each run names its code: appended calls may run newer code
 
     def save() -> None:
         report = make_report(args, runs, commands, prompt_stats, build_s, load_s)
@@ -190,15 +195,15 @@ def main() -> int:
         for i in range(first, first + args.repeats):
             for arm in args.arms[i % len(args.arms):] + args.arms[:i % len(args.arms)]:  # rotate who goes first
                 commands[arm].append(run_command(arm, base, adapter, files[ARMS[arm]["subset"] or "full"],
-                                                 args.work, i))
+                                                 args.work, i) | {"commit": commit})
                 print(arm, "command", commands[arm][-1], flush=True)
                 save()
     if args.mode in ("both", "in-process"):
-        in_process(args, base, adapter, files, runs, load_s, save)
+        in_process(args, base, adapter, files, runs, load_s, save, commit)
     return 0
 
 
-def in_process(args, base: Path, adapter: Path, files: dict, runs: dict, load_s: dict, save) -> None:
+def in_process(args, base: Path, adapter: Path, files: dict, runs: dict, load_s: dict, save, commit: str | None) -> None:
     """The arms' generation in one process that holds every model, after a warm-up each."""
     import torch
 
@@ -222,7 +227,7 @@ def in_process(args, base: Path, adapter: Path, files: dict, runs: dict, load_s:
             torch.cuda.reset_peak_memory_stats()
             seconds, n, results = evaluate(models[arm], files[subset or "full"], GEN_KWARGS)
             peak = weights_gib[arm] + (torch.cuda.max_memory_allocated() - resident) / 2**30
-            runs[arm].append({"round": i, "prompts": n, "seconds": round(seconds, 1),
+            runs[arm].append({"round": i, "commit": commit, "prompts": n, "seconds": round(seconds, 1),
                               "samples_per_s": round(n / seconds, 3), "peak_mem_gib": round(peak, 2),
                               "parse_fail": results.get("parse_fail,cot_json")})
             print(arm, "in-process", runs[arm][-1], flush=True)

@@ -12,11 +12,12 @@
   keeps the true 4-bit path (its memory; the adapter then stays separate, merging would round it into NF4).
 - stop strings are checked on each new token's text (``stop_tokens``), not by re-decoding every row at
   every step, and rows finish one by one; the answers are cut at the stop strings by lm-eval as before.
-- ``kv_cache=static`` (default ``dynamic``) decodes into a KV cache allocated once per batch at its final
-  length instead of one that grows by a copy at every step. Not compiled: a compiled step is rebuilt
-  for every new batch shape, and lm-eval's batches each have their own prompt length (the compiled
-  variant is not timed yet). One decoding step of a 512-row batch of the 7B shape on an H100: 29 ms
-  instead of 40 (``bench/results/decode_profile.json``).
+- ``kv_cache=static`` (the default; ``dynamic`` is transformers' own) decodes into a KV cache allocated once
+  per batch at its final length instead of one that grows by a copy at every step: the user's command on
+  the 7B shape (1,977 answers, an H100) took 85 s instead of 105-120 s
+  (``bench/results/eval_throughput.json``). Not compiled: a compiled step is rebuilt for every new batch
+  shape, lm-eval's batches each have their own prompt length, and even one shape decoded slower compiled
+  (``bench/results/decode_profile_256.json``).
 - ``batch_size=auto`` sizes each generation batch from its longest prompt, ``max_gen_toks`` and free
   memory (``gen_memory``) instead of lm-eval's one probe at the full context length: the batches grow as
   the prompts get shorter. A batch that still runs out of memory is halved, and so are the ones after it.
@@ -52,7 +53,7 @@ KV_CACHES = ("dynamic", "static")
 
 
 class QuantizedHFLM(HFLM):
-    def __init__(self, *args, max_batch_size: int | None = None, kv_cache: str = "dynamic", **kwargs):
+    def __init__(self, *args, max_batch_size: int | None = None, kv_cache: str = "static", **kwargs):
         if kv_cache not in KV_CACHES:
             raise ModelArgsError(f"kv_cache={kv_cache!r}: give {' or '.join(KV_CACHES)}")
         self.kv_cache = kv_cache

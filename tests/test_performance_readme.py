@@ -58,7 +58,28 @@ def test_readme_summary_leads_with_the_commands_seconds_from_the_same_json():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     block = readme.split(performance.SUMMARY_START, 1)[1].split(performance.SUMMARY_END, 1)[0]
     for arm in ("baseline", "project_bf16", "project_4bit"):
-        assert f"| {ev[arm]['command']['command_seconds_for_1977']['median']:,.1f} (" in block
-        assert ("(1 run)" in block) == (len(ev[arm]["command"]["runs"]) == 1)
+        row = next(line for line in block.splitlines() if line.startswith(f"| {ev[arm]['recipe']} |"))
+        assert f"| {ev[arm]['command']['command_seconds_for_1977']['median']:,.1f} (" in row
+        assert ("(1 run)" in row) == (len(ev[arm]["command"]["runs"]) == 1)
     assert f"{ev['speedup_command']['project_bf16']:.2f}" in block and ev["git"]["commit"] in block
     assert f"{tr['speedup_real_tokens_median']:.2f}x" in block
+
+
+def test_the_4bit_target_is_set_by_the_bf16_arm_with_the_same_kv_cache():
+    """The 4-bit arm's target is 1.2x a bf16 command: the one that decoded with the same KV cache (a 4-bit arm
+    timed with the growing cache against a static-cache bf16 arm would be a cache comparison)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import performance
+
+    def arm(seconds, **model_args):
+        return {"model_args": model_args, "command": {"command_seconds_for_1977": {"median": seconds}}}
+
+    r = {"device": "NVIDIA H100 80GB HBM3", "project_bf16": arm(80.0, dtype="bfloat16"),
+         "project_bf16_dynamic": arm(110.0, dtype="bfloat16", kv_cache="dynamic"),
+         "project_4bit": arm(100.0, load_in_4bit=True, kv_cache="dynamic")}
+    assert performance._eval_goal("project_4bit", r) == 132.0
+    r["project_4bit"] = arm(100.0, load_in_4bit=True)
+    assert performance._eval_goal("project_4bit", r) == 96.0
+    del r["project_bf16"]
+    assert performance._eval_goal("project_4bit", r) is None
+    assert performance._eval_goal("project_bf16_dynamic", r) is None and performance._eval_goal("baseline", r) is None
