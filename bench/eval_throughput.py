@@ -3,7 +3,7 @@
 Arms (all the real lm-eval path: ``lm_eval.simple_evaluate`` with this project's tasks and its ``hf-cot``
 model, which is what ``cotharness eval`` and ``lm_eval --model hf-cot`` run):
 - ``baseline``: the seed recipe, 4-bit NF4 base (bitsandbytes' 4-bit kernels: ``dequantize=False``), the r16
-  adapter unmerged, batches of 32;
+  adapter unmerged, batches of 32, transformers' growing KV cache (``kv_cache=dynamic``);
 - ``project_bf16``: the project's defaults on a bf16 base: adapter merged, ``batch_size=auto``, a static
   KV cache;
 - ``project_bf16_dynamic``: the bf16 arm with ``kv_cache=dynamic`` (a cache that grows at every step);
@@ -55,7 +55,9 @@ N_PROMPTS = 1977
 NEW_TOKENS = 200
 GEN_KWARGS = f"max_gen_toks={NEW_TOKENS},min_new_tokens={NEW_TOKENS}"
 ARMS = {
-    "baseline": {"model_args": {"load_in_4bit": True, "dequantize": False}, "batch_size": 32, "subset": 64,
+    # the seed decoded with transformers' growing cache: the baseline keeps it whatever the project's default
+    "baseline": {"model_args": {"load_in_4bit": True, "dequantize": False, "kv_cache": "dynamic"}, "batch_size": 32,
+                 "subset": 64,
                  "recipe": "seed: hf backend, 4-bit NF4 (double quant, bf16 compute), adapter unmerged, batch 32"},
     "project_bf16": {"model_args": {"dtype": "bfloat16"}, "batch_size": "auto", "subset": None,
                      "recipe": "project default on a bf16 base: adapter merged (merge_peft), batch_size=auto, "

@@ -57,17 +57,24 @@ def test_rows_stop_one_by_one_and_a_stop_split_across_tokens_is_found(models):
 
 
 def test_a_static_kv_cache_gives_the_same_answers(tiny_model, models):
-    """kv_cache=static (a cache allocated at its final length, harness_tasks/hf_model.py): the same answers as
-    the growing cache, prompts of different lengths in one batch (left padding) included."""
+    """kv_cache=static (the default: a cache allocated at its final length, harness_tasks/hf_model.py): the same
+    answers as transformers' growing cache (kv_cache=dynamic), prompts of different lengths in one batch (left
+    padding) included."""
     from harness_tasks.hf_model import QuantizedHFLM
 
-    static = QuantizedHFLM(pretrained=str(tiny_model), device="cpu", dtype="float32", batch_size=4, kv_cache="static")
-    seen = []
-    generate = static.model.generate
-    static.model.generate = lambda *a, **kw: seen.append(kw.get("cache_implementation")) or generate(*a, **kw)
-    for until in (["}\n", "[INST]"], ["zzzz"]):
-        assert static.generate_until(requests(until)) == models[0].generate_until(requests(until))
-    assert seen and set(seen) == {"static"}
+    args = {"pretrained": str(tiny_model), "device": "cpu", "dtype": "float32", "batch_size": 4}
+    static, dynamic = models[0], QuantizedHFLM(**args, kv_cache="dynamic")
+    seen = {}
+    for name, lm in (("static", static), ("dynamic", dynamic)):
+        generate = lm.model.generate
+        lm.model.generate = lambda *a, _g=generate, _n=name, **kw: seen.setdefault(_n, set()).add(
+            kw.get("cache_implementation")) or _g(*a, **kw)
+    try:
+        for until in (["}\n", "[INST]"], ["zzzz"]):
+            assert static.generate_until(requests(until)) == dynamic.generate_until(requests(until))
+    finally:
+        del static.model.generate  # the module-scoped model gets its own method back
+    assert seen == {"static": {"static"}, "dynamic": {None}}
 
 
 def test_a_kv_cache_typo_is_one_clear_error(tiny_model):
