@@ -241,12 +241,19 @@ def _spread(values: list[float]) -> dict:
 
 
 def make_report(args, runs: dict, commands: dict, prompt_stats: dict, build_s, load_s: dict) -> dict:
+    import inspect
+
     import torch
 
     from harness_tasks import manifest
+    from harness_tasks.hf_model import QuantizedHFLM
+
+    # the KV cache an arm decoded with, written out where the arm takes the default: a result must not
+    # depend on what the default was when it is read (bench/performance.py pairs arms by it)
+    cache = {"kv_cache": inspect.signature(QuantizedHFLM).parameters["kv_cache"].default}
 
     def block(arm: str) -> dict:
-        out = {"recipe": ARMS[arm]["recipe"], "model_args": ARMS[arm]["model_args"] | {"peft": "<r16 adapter>"},
+        out = {"recipe": ARMS[arm]["recipe"], "model_args": cache | ARMS[arm]["model_args"] | {"peft": "<r16 adapter>"},
                "batch_size": ARMS[arm]["batch_size"]}
         if commands[arm]:
             c = commands[arm]

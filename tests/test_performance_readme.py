@@ -74,11 +74,11 @@ def test_the_4bit_target_is_set_by_the_bf16_arm_with_the_same_kv_cache():
     def arm(seconds, **model_args):
         return {"model_args": model_args, "command": {"command_seconds_for_1977": {"median": seconds}}}
 
-    r = {"device": "NVIDIA H100 80GB HBM3", "project_bf16": arm(80.0, dtype="bfloat16"),
+    r = {"device": "NVIDIA H100 80GB HBM3", "project_bf16": arm(80.0, dtype="bfloat16", kv_cache="static"),
          "project_bf16_dynamic": arm(110.0, dtype="bfloat16", kv_cache="dynamic"),
          "project_4bit": arm(100.0, load_in_4bit=True, kv_cache="dynamic")}
     assert performance._eval_goal("project_4bit", r) == 132.0
-    r["project_4bit"] = arm(100.0, load_in_4bit=True)
+    r["project_4bit"] = arm(100.0, load_in_4bit=True, kv_cache="static")
     assert performance._eval_goal("project_4bit", r) == 96.0
     del r["project_bf16"]
     assert performance._eval_goal("project_4bit", r) is None
