@@ -14,7 +14,7 @@
   every step, and rows finish one by one; the answers are cut at the stop strings by lm-eval as before.
 - ``kv_cache=static`` (the default; ``dynamic`` is transformers' own) decodes into a KV cache allocated once
   per batch at its final length instead of one that grows by a copy at every step: the user's command on
-  the 7B shape (1,977 answers, an H100) took 85 s instead of 105-120 s
+  the 7B shape (1,977 answers, an H100) took 74-93 s instead of 118-122 s
   (``bench/results/eval_throughput.json``). Not compiled: a compiled step is rebuilt for every new batch
   shape, lm-eval's batches each have their own prompt length, and even one shape decoded slower compiled
   (``bench/results/decode_profile_256.json``).
