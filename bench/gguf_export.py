@@ -37,6 +37,12 @@ def cpu() -> dict:
     return {"model": name, "cores": os.cpu_count()}
 
 
+def llama_cpp_build() -> str:
+    import llama_cpp
+
+    return llama_cpp.llama_print_system_info().decode().strip()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
@@ -93,6 +99,8 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "settings": {"prompts": args.prompts, "max_new_tokens": args.max_tokens},
         "versions": json.loads(done[0].manifest.read_text())["versions"],
+        # the instruction sets llama.cpp was compiled for: its tokens/s depend on them as much as on the CPU
+        "llama_cpp_build": llama_cpp_build(),
         "calls": [call], "results": results,
     }
     if args.append and args.out.is_file():
@@ -104,7 +112,7 @@ def main() -> None:
 
 def _appended(previous: dict, report: dict) -> dict:
     """This call's quantizations added to an earlier call's, refused where the two were not measured alike."""
-    for key in ("shape", "cpu", "threads", "gpu", "settings", "versions"):
+    for key in ("shape", "cpu", "threads", "gpu", "settings", "versions", "llama_cpp_build"):
         if previous.get(key) != report[key]:
             raise SystemExit(f"--append: {key} differs from the earlier calls' ({previous.get(key)!r} vs "
                              f"{report[key]!r}); write a new --out instead")
