@@ -256,6 +256,36 @@ def datagen(r: dict) -> list[str]:
     return lines + ["", "Source: `bench/results/datagen_throughput.json` (`bench/datagen_throughput.py`)."]
 
 
+def gguf(r: dict) -> list[str]:
+    s = r["settings"]
+    commits = sorted({call["git"]["commit"] for call in r["calls"]})
+    lines = ["### GGUF export: `cotharness export gguf` on the 7B shape", "",
+             f"Merged on the CPU; the HF reference on {r['gpu'] or 'the CPU'} (bf16 on a GPU); llama.cpp on the machine's CPU, "
+             f"{r['cpu']['model']}, {r['threads']} threads ({r['cpu']['cores']} cores), llama-cpp-python "
+             f"{r['versions']['llama_cpp_python']} compiled for `{r['llama_cpp_build']}` (`pip install` compiles for the CPU "
+             f"it runs on, which may add others: AMX, OpenMP); gguf {r['versions']['gguf']}; "
+             f"commit {', '.join(commits)}. Decoding: greedy, one sequence, {s['prompts']} `nli_cot` prompts x "
+             f"{s['max_new_tokens']} tokens. One call per quantization (each merges the adapter again).", "",
+             "| quantization | file GiB | tensor types | convert s (K-quants: to f16 first) | quantize s | "
+             "llama.cpp CPU tokens/s | transformers loads it, first token (s) | first-step logits: max difference "
+             "from HF |",
+             "|---|---|---|---|---|---|---|---|"]
+    for quant in sorted(r["results"], key=lambda q: r["results"][q]["bytes"], reverse=True):
+        q = r["results"][quant]
+        types = ", ".join(f"{n} {k}" for k, n in sorted(q["tensor_types"].items()))
+        reader = q["transformers_reader"]
+        reads = f"yes ({reader['seconds']})" if reader["loads"] else "no"
+        quantize = "" if q["quantize_seconds"] is None else q["quantize_seconds"]
+        lines.append(f"| {quant} | {q['gib']} | {types} | {q['convert_seconds']} | {quantize} | "
+                     f"{q['llama_cpp_cpu_decode_tokens_per_second']} | {reads} | "
+                     f"{q['agreement_random_weights']['first_logits_max_abs_diff']} |")
+    return lines + ["", "Random weights: the logit differences show how far each quantization moves the model, not "
+                        "what it costs a trained model's answers (`compare` measures that on your task: "
+                        "[Export](export.md)). Decoding one sequence on a CPU reads every weight once per token, so "
+                        "tokens/s follow the file size. Source: `bench/results/gguf_export.json` "
+                        "(`bench/gguf_export.py`)."]
+
+
 def render() -> str:
     parts = ["## Performance", "",
              "Measured by the scripts in `bench/` against the seed recipes in the same command; every run is kept in "
@@ -265,7 +295,7 @@ def render() -> str:
     agreement = [r for r in map(_load, DEQUANTIZE_RESULTS) if r is not None]  # several files, one table
     sections = ((evaluation, _load("eval_throughput")), (decode, [r for r in map(_load, DECODE_RESULTS) if r is not None] or None),
                 (dequantize, agreement or None), (training, _load("train_throughput")),
-                (scaling, _load("train_scaling")), (datagen, _load("datagen_throughput")))
+                (scaling, _load("train_scaling")), (datagen, _load("datagen_throughput")), (gguf, _load("gguf_export")))
     for fn, results in sections:
         if results is not None or fn is scaling:  # scaling says how to measure it when it is missing
             parts += fn(results) + [""]

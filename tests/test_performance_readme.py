@@ -83,3 +83,18 @@ def test_the_4bit_target_is_set_by_the_bf16_arm_with_the_same_kv_cache():
     del r["project_bf16"]
     assert performance._eval_goal("project_4bit", r) is None
     assert performance._eval_goal("project_bf16_dynamic", r) is None and performance._eval_goal("baseline", r) is None
+
+
+def test_gguf_section_carries_every_quantization_of_the_committed_export():
+    sys.path.insert(0, str(REPO / "bench"))
+    import json
+
+    import performance
+
+    text = performance.render()
+    r = json.loads((REPO / "bench/results/gguf_export.json").read_text())
+    assert set(r["results"]) == {"f16", "q8_0", "q4_k_m"}
+    for quant, q in r["results"].items():
+        row = next(line for line in text.splitlines() if line.startswith(f"| {quant} | {q['gib']} |"))
+        assert f"| {q['llama_cpp_cpu_decode_tokens_per_second']} |" in row and f"| {q['convert_seconds']} |" in row
+    assert r["llama_cpp_build"] in text
