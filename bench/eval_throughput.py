@@ -48,6 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import performance  # noqa: E402
 import provenance  # noqa: E402
 from mistral_shape import build_model  # noqa: E402
 
@@ -305,6 +306,7 @@ def make_report(args, runs: dict, commands: dict, prompt_stats: dict, build_s, l
             report["speedup_command"] = {
                 arm: round(seed / report[arm]["command"]["command_seconds_for_1977"]["median"], 2)
                 for arm in runs if arm != "baseline" and commands[arm]}
+    report["goals"] = performance.goals(report)  # by how much each target is met or missed
     return report
 
 

@@ -98,3 +98,24 @@ def test_gguf_section_carries_every_quantization_of_the_committed_export():
         row = next(line for line in text.splitlines() if line.startswith(f"| {quant} | {q['gib']} |"))
         assert f"| {q['llama_cpp_cpu_decode_tokens_per_second']} |" in row and f"| {q['convert_seconds']} |" in row
     assert r["llama_cpp_build"] in text
+
+
+def test_goals_say_by_how_much_each_target_is_missed_and_the_committed_json_carries_them():
+    sys.path.insert(0, str(REPO / "bench"))
+    import json
+
+    import performance
+
+    def arm(seconds, **model_args):
+        return {"model_args": model_args, "command": {"command_seconds_for_1977": {"median": seconds}}}
+
+    r = {"device": "NVIDIA H100 80GB HBM3", "project_bf16": arm(83.7, dtype="bfloat16", kv_cache="static"),
+         "project_4bit": arm(84.7, load_in_4bit=True, kv_cache="static"), "speedup_command": {"project_bf16": 20.52}}
+    g = performance.goals(r)
+    assert g["project_bf16"] == {"target_seconds": 75, "median_seconds": 83.7, "met": False, "missed_by_seconds": 8.7}
+    assert g["project_4bit"]["target_seconds"] == 100.4 and g["project_4bit"]["met"]
+    assert g["x_seed"]["met"] is False and g["x_seed"]["missed_by_percent"] == 18
+    r["device"] = "NVIDIA H200"  # the H200's memory is faster: its own target
+    assert performance.goals(r)["project_bf16"]["target_seconds"] == 60
+    ev = json.loads((REPO / "bench/results/eval_throughput.json").read_text())
+    assert ev["goals"] == performance.goals(ev)
