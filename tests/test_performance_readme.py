@@ -119,3 +119,7 @@ def test_goals_say_by_how_much_each_target_is_missed_and_the_committed_json_carr
     assert performance.goals(r)["project_bf16"]["target_seconds"] == 60
     ev = json.loads((REPO / "bench/results/eval_throughput.json").read_text())
     assert ev["goals"] == performance.goals(ev)
+    tr = json.loads((REPO / "bench/results/train_throughput.json").read_text())
+    assert tr["goal"] == performance.train_goal(tr)
+    assert performance.train_goal({"speedup_real_tokens_median": 1.876})["missed_by_percent"] == 6
+    assert performance.train_goal({"speedup_real_tokens_median": 2.01})["met"]
