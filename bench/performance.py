@@ -36,6 +36,11 @@ def _load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _load_all(names: tuple[str, ...]) -> list[dict] | None:
+    """Several result files drawn as one table; None when none is there."""
+    return [r for r in map(_load, names) if r is not None] or None
+
+
 def _n(x: float, digits: int = 1) -> str:
     return f"{x:,.{digits}f}"
 
@@ -44,8 +49,10 @@ def _versions(r: dict, names: tuple[str, ...]) -> str:
     return ", ".join(f"{n} {r['versions'][n]}" for n in names if n in r.get("versions", {}))
 
 
-def _goal(seconds: float, goal: float) -> str:
-    return "met" if seconds <= goal else f"missed by {_n(seconds - goal)} s ({_n(100 * (seconds / goal - 1), 0)}%)"
+def _goal(g: dict) -> str:
+    """One arm's entry of goals() in words."""
+    return "met" if g["met"] else (f"missed by {_n(g['missed_by_seconds'])} s "
+                                   f"({_n(100 * (g['median_seconds'] / g['target_seconds'] - 1), 0)}%)")
 
 
 def _spread(b: dict, digits: int = 1) -> str:
@@ -89,7 +96,6 @@ def evaluation(r: dict) -> list[str]:
         f"{r['device']}, {r['date']}, commit {r.get('git', {}).get('commit', 'unknown')} ({_versions(r, ('torch', 'transformers', 'lm_eval', 'bitsandbytes', 'peft'))}); "
         f"{s['model']}; {s['prompts']} ({s['prompt_tokens_min']}-{s['prompt_tokens_max']} tokens, median "
         f"{s['prompt_tokens_median']}); {s['forced_generation']}.",
-        *(["", s["note"]] if s.get("note") else []),
         "",
         f"**The command** (what a user waits for): each arm is the user's `cotharness eval` process, timed from start "
         f"to exit, {s.get('command_repeats', 0)} run{'s' if s.get('command_repeats') != 1 else ''} per arm, alternating (median, with the fastest and slowest run). "
@@ -99,7 +105,7 @@ def evaluation(r: dict) -> list[str]:
         "| recipe | command seconds for 1,977 | startup / load / prepare / generation / writing (s) | x seed | target |",
         "|---|---|---|---|---|",
     ]
-    arms = [arm for arm in EVAL_ARMS if arm in r]
+    arms, g = [arm for arm in EVAL_ARMS if arm in r], goals(r)
     for arm in arms:
         b, c = r[arm], r[arm].get("command")
         if c is None:
@@ -108,11 +114,9 @@ def evaluation(r: dict) -> list[str]:
         ph = c["phases_seconds_median"]
         phases = " / ".join(_n(ph[k]) for k in ("startup", "load", "prepare", "generation", "writing"))
         speed = "1.00" if arm == "baseline" else f"{r['speedup_command'][arm]:.2f}"
-        secs = c["command_seconds_for_1977"]["median"]
-        target = goals(r).get(arm, {}).get("target_seconds")
-        goal = f"<= {target} s: {_goal(secs, target)}" if target else ""
+        goal = f"<= {g[arm]['target_seconds']} s: {_goal(g[arm])}" if arm in g else ""
         lines.append(f"| {b['recipe']} | {_spread(c['command_seconds_for_1977'])}{timed} | {phases} | {speed} | {goal} |")
-    x_seed = goals(r).get("x_seed")
+    x_seed = g.get("x_seed")
     lines += [
         "",
         "Extrapolated: the command's measured wall clock plus the generation of the prompts it did not run, at its "
@@ -320,9 +324,8 @@ def render() -> str:
              "the JSON. GPU figures use a Mistral-7B-v0.3 shape with random weights (speed and memory do not depend "
              "on the values) and this project's tiny tokenizer, which writes more tokens per text than Mistral's. "
              "They vary with the GPU, driver and library versions; rerun a script to measure yours.", ""]
-    agreement = [r for r in map(_load, DEQUANTIZE_RESULTS) if r is not None]  # several files, one table
-    sections = ((evaluation, _load("eval_throughput")), (decode, [r for r in map(_load, DECODE_RESULTS) if r is not None] or None),
-                (dequantize, agreement or None), (training, _load("train_throughput")),
+    sections = ((evaluation, _load("eval_throughput")), (decode, _load_all(DECODE_RESULTS)),
+                (dequantize, _load_all(DEQUANTIZE_RESULTS)), (training, _load("train_throughput")),
                 (scaling, _load("train_scaling")), (datagen, _load("datagen_throughput")), (gguf, _load("gguf_export")))
     for fn, results in sections:
         if results is not None or fn is scaling:  # scaling says how to measure it when it is missing
